@@ -1,0 +1,173 @@
+"""Public blur API: ``blur`` and ``blur_vjp`` with input checks and device dispatch (SPEC §6)."""
+import numpy as np
+
+from ._cuda import is_device_array, require_cuda
+from .errors import SpecblurError
+
+MODES = ("truncate", "conserve")
+DEVICES = ("cpu", "cuda")
+
+
+def blur(X, r, mode="truncate", device="cpu"):
+    """Blur each frame of a spectrogram along frequency with per-bin triangular kernels.
+
+    Parameters
+    ----------
+    X : array_like or CUDA device array, shape (K, T) or (B, K, T)
+        Magnitude spectrogram (frequency bins first, frames second), or a batch of them.
+    r : array_like or CUDA device array, same shape as ``X``
+        Radius of every source bin. ``r <= 1`` leaves the bin as it is.
+    mode : {"truncate", "conserve"}
+        What happens to energy that would land outside ``[0, K)``: dropped, or kept by
+        the source bin (every frame's total is then preserved).
+    device : {"cpu", "cuda"}
+        Where to compute.
+
+    Returns
+    -------
+    Y : ndarray or CUDA device array, shape of ``X``
+        ``Y[:, t] = W_t @ X[:, t]`` (SPEC §3-4), in the inputs' floating dtype
+        (float32 stays float32; anything else becomes float64). A device array exactly
+        when ``X`` is one.
+
+    Raises
+    ------
+    ValueError
+        On a shape mismatch, an ndim other than 2 or 3, an unknown mode or device,
+        non-finite values or a non-real dtype.
+    """
+    conserve = _conserve(mode)
+    xp = _Inputs(device, X=X, r=r)
+    Y = xp.empty()
+    xp.kernels.blur_forward(xp["X"], xp["r"], conserve, Y)
+    return xp.result(Y)
+
+
+def blur_vjp(X, r, G, mode="truncate", device="cpu"):
+    """Vector-Jacobian products of :func:`blur` with respect to ``X`` and ``r``.
+
+    Parameters
+    ----------
+    X, r : array_like or CUDA device array, shape (K, T) or (B, K, T)
+        As for :func:`blur`.
+    G : array_like or CUDA device array, same shape
+        Cotangent ``dL/dY``.
+    mode, device : str
+        As for :func:`blur`.
+
+    Returns
+    -------
+    dX : ndarray or CUDA device array
+        ``dL/dX[p, t] = sum_i W_t[i, p] G[i, t]``.
+    dr : ndarray or CUDA device array
+        ``dL/dr[p, t] = X[p, t] sum_i G[i, t] dW_t[i, p]/dr[p, t]``, with the left
+        derivative at integer radii and 0 for ``r <= 1`` (SPEC §3, §5).
+
+    Raises
+    ------
+    ValueError
+        As for :func:`blur`.
+    """
+    conserve = _conserve(mode)
+    xp = _Inputs(device, X=X, r=r, G=G)
+    dX = xp.empty()
+    dr = xp.empty()
+    xp.kernels.blur_backward(xp["X"], xp["r"], xp["G"], conserve, dX, dr)
+    return xp.result(dX), xp.result(dr)
+
+
+def _conserve(mode):
+    if mode not in MODES:
+        raise SpecblurError(f"unknown mode {mode!r}; valid modes are {', '.join(MODES)}")
+    return mode == "conserve"
+
+
+class _Inputs:
+    """Checked, C-contiguous ``(B, K, T)`` copies or views of the inputs, on one device."""
+
+    def __init__(self, device, **arrays):
+        if device not in DEVICES:
+            raise SpecblurError(f"unknown device {device!r}; valid devices are {', '.join(DEVICES)}")
+        self.device = device
+        first = next(iter(arrays.values()))
+        self.on_device = is_device_array(first)
+        if device == "cuda":
+            self.cuda = require_cuda()
+            from .kernels import gpu as kernels
+        else:
+            from .kernels import cpu as kernels
+        self.kernels = kernels
+        self.shape = _check_shapes(arrays)
+        self.dtype = _common_dtype(arrays)
+        self.arrays = {name: self._place(name, a) for name, a in arrays.items()}
+
+    def __getitem__(self, name):
+        return self.arrays[name]
+
+    def _place(self, name, a):
+        if self.device == "cpu":
+            if is_device_array(a):
+                a = a.copy_to_host()
+            a = np.ascontiguousarray(a, dtype=self.dtype).reshape(self._shape3)
+            if not np.isfinite(a).all():
+                raise SpecblurError(f"{name} has non-finite values (NaN or infinity)")
+            return a
+        if not is_device_array(a):
+            host = np.ascontiguousarray(a, dtype=self.dtype).reshape(self._shape3)
+            if not np.isfinite(host).all():
+                raise SpecblurError(f"{name} has non-finite values (NaN or infinity)")
+            return self.cuda.to_device(host)
+        if a.dtype != self.dtype:
+            raise SpecblurError(
+                f"{name} is a device array of dtype {a.dtype}; device arrays must all share one "
+                f"dtype ({self.dtype})"
+            )
+        if not a.is_c_contiguous():
+            raise SpecblurError(f"{name} is a non-contiguous device array; pass a C-contiguous one")
+        a = a.reshape(self._shape3)
+        if not self.kernels.all_finite(a.reshape(a.size)):
+            raise SpecblurError(f"{name} has non-finite values (NaN or infinity)")
+        return a
+
+    @property
+    def _shape3(self):
+        return self.shape if len(self.shape) == 3 else (1,) + self.shape
+
+    def empty(self):
+        if self.device == "cpu":
+            return np.empty(self._shape3, dtype=self.dtype)
+        return self.cuda.device_array(self._shape3, dtype=self.dtype)
+
+    def result(self, out):
+        if self.device == "cuda" and not self.on_device:
+            out = out.copy_to_host()
+        elif self.device == "cpu" and self.on_device:
+            out = require_cuda().to_device(out)
+        return out.reshape(self.shape)
+
+
+def _check_shapes(arrays):
+    names = list(arrays)
+    shape = tuple(arrays[names[0]].shape)
+    if len(shape) not in (2, 3):
+        raise SpecblurError(
+            f"{names[0]} must have shape (K, T) or (B, K, T); got ndim {len(shape)} with shape {shape}"
+        )
+    for name in names[1:]:
+        other = tuple(arrays[name].shape)
+        if other != shape:
+            raise SpecblurError(
+                f"shape mismatch: {name} has shape {other} but {names[0]} has shape {shape}"
+            )
+    return shape
+
+
+def _common_dtype(arrays):
+    for name, a in arrays.items():
+        kind = np.dtype(a.dtype).kind
+        if kind not in "fiu":
+            raise SpecblurError(
+                f"{name} has dtype {a.dtype}; a real (float or integer) dtype is required"
+            )
+    dtype = np.result_type(*(np.dtype(a.dtype) for a in arrays.values()), np.float32)
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)

@@ -1,0 +1,110 @@
+"""GPU blur kernels: the ``numba.cuda`` twins of ``cpu.py``.
+
+One thread owns one frame ``(b, t)`` and walks along frequency; neighbouring threads take
+neighbouring frames, so global memory accesses coalesce. Scratch is float64, ``K + 1``
+values per frame and buffer. Importing this module needs a usable CUDA device or the
+simulator (``NUMBA_ENABLE_CUDASIM=1``).
+"""
+import numpy as np
+
+from .._cuda import require_cuda
+from . import _scalar
+
+cuda = require_cuda()
+THREADS = 128
+
+_bins = _scalar.build(cuda.jit(device=True))
+kept_share = _bins.kept_share
+bin_vjp = _bins.bin_vjp
+scatter_source = _bins.scatter_source
+
+
+@cuda.jit
+def _forward_kernel(X, R, conserve, d2, Y):
+    nb, K, T = X.shape
+    frame = cuda.grid(1)
+    if frame >= nb * T:
+        return
+    b = frame // T
+    t = frame - b * T
+    buf = d2[b]
+    for i in range(K):
+        buf[i, t] = 0.0
+    slope = 0.0
+    value = 0.0
+    for p in range(K):
+        r = np.float64(R[b, p, t])
+        if r > 1.0:
+            ds, dv = scatter_source(buf, t, p, K, r, np.float64(X[b, p, t]))
+            slope += ds
+            value += dv
+    for i in range(K):
+        slope += buf[i, t]
+        value += slope
+        x = np.float64(X[b, i, t])
+        Y[b, i, t] = value + x * kept_share(i, K, np.float64(R[b, i, t]), conserve)
+
+
+@cuda.jit
+def _backward_kernel(X, R, G, conserve, P0, P1, dX, dR):
+    nb, K, T = X.shape
+    frame = cuda.grid(1)
+    if frame >= nb * T:
+        return
+    b = frame // T
+    t = frame - b * T
+    p0 = P0[b]
+    p1 = P1[b]
+    s0 = 0.0
+    s1 = 0.0
+    p0[0, t] = 0.0
+    p1[0, t] = 0.0
+    for i in range(K):
+        g = np.float64(G[b, i, t])
+        s0 += g
+        s1 += i * g
+        p0[i + 1, t] = s0
+        p1[i + 1, t] = s1
+    for p in range(K):
+        gx, gr = bin_vjp(
+            p0, p1, t, p, K, np.float64(R[b, p, t]), np.float64(X[b, p, t]),
+            np.float64(G[b, p, t]), conserve,
+        )
+        dX[b, p, t] = gx
+        dR[b, p, t] = gr
+
+
+def _blocks(nb, T):
+    return max(1, (nb * T + THREADS - 1) // THREADS)
+
+
+def blur_forward(X, R, conserve, Y):
+    """Write ``blur(X, R)`` into ``Y``; device arrays of shape ``(B, K, T)``."""
+    nb, K, T = X.shape
+    d2 = cuda.device_array((nb, K, T), dtype=np.float64)
+    _forward_kernel[_blocks(nb, T), THREADS](X, R, conserve, d2, Y)
+
+
+def blur_backward(X, R, G, conserve, dX, dR):
+    """Write the vector-Jacobian products of ``blur`` into ``dX`` and ``dR`` (device arrays)."""
+    nb, K, T = X.shape
+    P0 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
+    P1 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
+    _backward_kernel[_blocks(nb, T), THREADS](X, R, G, conserve, P0, P1, dX, dR)
+
+
+@cuda.jit
+def _count_nonfinite(a, out):
+    i = cuda.grid(1)
+    if i < a.size:
+        v = a[i]
+        if not (v == v and abs(v) < np.inf):
+            cuda.atomic.add(out, 0, 1)
+
+
+def all_finite(a):
+    """True if the flat device array ``a`` holds no NaN or infinity."""
+    out = cuda.to_device(np.zeros(1, dtype=np.int64))
+    if a.size:
+        _count_nonfinite[max(1, (a.size + 255) // 256), 256](a, out)
+    return out.copy_to_host()[0] == 0
