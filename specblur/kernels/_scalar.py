@@ -8,6 +8,7 @@ integer range cannot overflow.
 Notation (SPEC §3): for a radius ``r > 1``, ``n = ceil(r) - 1``, ``f = r - n`` in ``(0, 1]``
 and ``S = (2n + 1) r - n (n + 1) = n (n + 2 f) + f``. The second form avoids cancellation.
 """
+import math
 from types import SimpleNamespace
 
 
@@ -17,12 +18,12 @@ def build(jit):
     @jit
     def geometry(r):
         """Return ``(n, f, S)`` for a radius ``r > 1``."""
-        f = r % 1.0
-        if f == 0.0:
-            f = 1.0
-        n = r - f
+        if r < 4.0e15:
+            n = float(math.ceil(r)) - 1.0
+        else:
+            n = r - 1.0  # every float this large is an integer
+        f = r - n
         return n, f, n * (n + 2.0 * f) + f
-
 
     @jit
     def tail_mass(n, f, c):

@@ -1,0 +1,16 @@
+"""Small timing helpers shared by the benchmarks."""
+import time
+
+
+def best_of(fn, repeat=20, min_seconds=0.0):
+    """Best wall time of ``fn()`` in seconds, after one warm-up call."""
+    fn()
+    best = float("inf")
+    start = time.perf_counter()
+    runs = 0
+    while runs < repeat or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+        runs += 1
+    return best
