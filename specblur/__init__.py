@@ -2,6 +2,8 @@
 
 from .errors import SpecblurError
 from .blur_api import MODES, blur, blur_vjp
+from .audio import Spectrogram
+from .fit import FitResult, fit
 
-__all__ = ["MODES", "SpecblurError", "blur", "blur_vjp"]
+__all__ = ["MODES", "FitResult", "Spectrogram", "SpecblurError", "blur", "blur_vjp", "fit"]
 __version__ = "0.1.0"

@@ -374,3 +374,19 @@ class Spectrogram:
             raise SpecblurError(
                 f"magnitude shape {mag.shape} differs from the spectrogram's {self.phase.shape}")
         return resynthesize(mag, self.phase, self.n_fft, self.hop, self.length)
+
+    def write_audio(self, path, mag):
+        """Resynthesise ``mag`` with the stored phase and write it as a WAV file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Destination ``.wav`` file, written atomically.
+        mag : array_like
+            ``(K, T)`` magnitude, for example a snapshot's ``Y``.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        return write_wav(path, self.to_audio(mag), self.sr)

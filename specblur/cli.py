@@ -1,0 +1,88 @@
+"""Command-line tools: ``specblur-sweep``."""
+import argparse
+import sys
+
+from .errors import SpecblurError
+
+
+def _fail(prog, message):
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def sweep_main(argv=None):
+    """Entry point of ``specblur-sweep grid.yaml [options]``."""
+    parser = argparse.ArgumentParser(
+        prog="specblur-sweep",
+        description="Run a grid of specblur fits described by a YAML sweep file.")
+    parser.add_argument("sweep", help="the YAML sweep file")
+    parser.add_argument("--out", default="results", help="parent folder of the results (default: results)")
+    parser.add_argument("--jobs", type=int, default=1, help="local worker processes (default: 1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="send the runs to this Dask scheduler")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and which are done")
+    parser.add_argument("--force", action="store_true", help="rerun every run")
+    parser.add_argument("--retry-failed", action="store_true", help="rerun the runs that failed")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        return _fail(parser.prog, f"--jobs must be at least 1, got {args.jobs}")
+    try:
+        from pathlib import Path
+
+        from .runner import plan, run_sweep
+        from .sweep_config import load_sweep
+
+        sweep = load_sweep(args.sweep)
+        if args.dry_run:
+            status, todo = plan(sweep, Path(args.out) / sweep.name, args.force, args.retry_failed)
+            _print_plan(sweep, status, {run.run_id for run in todo})
+            return 0
+        if args.device == "cuda":
+            from ._cuda import require_cuda
+            require_cuda()
+        runs = run_sweep(sweep, out=args.out, jobs=args.jobs, device=args.device,
+                         scheduler=args.scheduler, force=args.force,
+                         retry_failed=args.retry_failed)
+    except SpecblurError as exc:
+        return _fail(parser.prog, str(exc))
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; finished runs are kept, rerun to go on", file=sys.stderr)
+        return 130
+    _print_summary(sweep, runs)
+    return 1 if (runs[runs["run_id"].isin([r.run_id for r in sweep.runs])]["status"] == "failed").any() else 0
+
+
+def _varying(sweep):
+    """Flattened setting names whose values differ between the sweep's runs."""
+    from .results import flatten_settings
+
+    flat = [flatten_settings(run.settings) for run in sweep.runs]
+    keys = sorted({k for f in flat for k in f})
+    return [k for k in keys if len({str(f.get(k)) for f in flat}) > 1]
+
+
+def _print_plan(sweep, status, todo):
+    from .results import flatten_settings
+
+    keys = _varying(sweep)
+    print(f"{sweep.name}: {len(sweep.runs)} runs, {len(todo)} to run")
+    for run in sweep.runs:
+        state = "pending" if run.run_id in todo else status.get(run.run_id, "pending")
+        flat = flatten_settings(run.settings)
+        print(f"  {run.run_id}  {state:8}  " + "  ".join(f"{k}={flat[k]}" for k in keys if k in flat))
+
+
+def _print_summary(sweep, runs):
+    import pandas as pd
+
+    ids = [run.run_id for run in sweep.runs]
+    table = runs[runs["run_id"].isin(ids)].set_index("run_id").reindex(ids)
+    cols = [c for c in _varying(sweep) if c in table] + [
+        "status", "epochs_done", "loss", "mse", "m_mean", "frac_identity", "wall_seconds"]
+    with pd.option_context("display.width", 160, "display.max_columns", 30,
+                           "display.float_format", "{:.4g}".format):
+        print(table[cols].to_string())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(sweep_main())

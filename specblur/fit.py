@@ -1,0 +1,256 @@
+"""Learning the radius field: ``specblur.fit`` (SPEC §7)."""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import objective
+from .audio import Spectrogram
+from .errors import SpecblurError
+from .models import make_model
+from .settings import resolve
+
+HISTORY_COLUMNS = ("epoch", "loss", "mse", "entropy", *objective.STATS, "energy_ratio", "seconds")
+OUTPUT_COLUMNS = ("dim", "mean", "std", "q05", "q50", "q95")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    m, r : numpy.ndarray
+        Final parameter and radius fields, shape of ``X``.
+    history : pandas.DataFrame
+        One row per logged epoch, columns ``HISTORY_COLUMNS``.
+    snapshots : dict
+        ``{N: {"m", "r", "Y", "g_mse", "g_ent", "outputs"}}`` after ``N`` updates;
+        ``outputs`` is a DataFrame with columns ``OUTPUT_COLUMNS``.
+    status : str
+        ``"done"``, or ``"diverged"`` if ``m``, ``r`` or the loss stopped being finite.
+    settings : dict
+        The resolved settings of the run.
+    """
+
+    m: np.ndarray
+    r: np.ndarray
+    history: pd.DataFrame
+    snapshots: dict = field(default_factory=dict)
+    status: str = "done"
+    settings: dict = field(default_factory=dict)
+
+
+def fit(X, *, sr=16000, device="cpu", callback=None, **settings):
+    """Learn per-bin blur radii by gradient descent (SPEC §7).
+
+    Parameters
+    ----------
+    X : array_like (K, T) or Spectrogram
+        Magnitude spectrogram. A :class:`~specblur.audio.Spectrogram` also gives the
+        sample rate and DFT length; for an array they are ``sr`` and ``2 (K - 1)``.
+    sr : int
+        Sample rate, for mel-based models, when ``X`` is an array.
+    device : {"cpu", "cuda"}
+        Where the blur kernels run.
+    callback : callable, optional
+        Called as ``callback(n)`` after the ``n``-th update (for progress bars).
+    **settings
+        The run's settings (SPEC §8): ``m_init`` (a radius, scalar or a field of the shape
+        of ``X``), ``lam``, ``lambda_on`` (entropy | mse), ``entropy_reduce`` (sum | mean),
+        ``eps``, ``mode`` (truncate | conserve), ``param`` (raw | relu | softplus | exp),
+        ``optimizer`` (sgd | adam), ``lr``, ``beta1``, ``beta2``, ``adam_eps``, ``epochs``,
+        ``log_every``, ``snapshot_every``, ``model`` and ``seed``. Unset keys take the
+        defaults of ``specblur.settings.SETTINGS``.
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    SpecblurError
+        For unknown settings, bad values, or an ``X`` that is not a finite real 2-D array.
+
+    Notes
+    -----
+    History row ``e`` is evaluated at the parameters after ``e`` updates. With ``relu``,
+    ``m`` is projected onto ``m >= 0`` at the start of every epoch, so rows 0 to
+    ``epochs - 1`` are projected and the final row, after the last update, is not.
+    """
+    spec = X if isinstance(X, Spectrogram) else None
+    X = _check_spectrogram(spec.mag if spec else X)
+    r0 = settings.get("m_init", 1.0)
+    field_init = np.ndim(r0) > 0
+    if field_init:
+        settings = {**settings, "m_init": 1.0}
+    cfg = resolve(settings, where="fit")
+    r0 = _check_field(r0, X.shape, cfg["param"]) if field_init else cfg["m_init"]
+    model = make_model(cfg["model"], sr=spec.sr if spec else int(sr),
+                       n_fft=spec.n_fft if spec else 2 * (X.shape[0] - 1),
+                       n_bins=X.shape[0], seed=cfg["seed"])
+    with np.errstate(all="ignore"):
+        result = _Descent(X, r0, cfg, model, device).run(callback)
+    result.settings = cfg
+    return result
+
+
+def _check_spectrogram(X):
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise SpecblurError(f"X must be a 2-D (K, T) spectrogram, got shape {X.shape}")
+    if X.dtype.kind not in "fiu":
+        raise SpecblurError(f"X must have a real dtype, got {X.dtype}")
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if not np.isfinite(X).all():
+        raise SpecblurError("X has non-finite values (NaN or infinity)")
+    return X
+
+
+def _check_field(r0, shape, param):
+    r0 = np.asarray(r0, dtype=np.float64)
+    if r0.shape != shape:
+        raise SpecblurError(f"m_init field has shape {r0.shape}, X has shape {shape}")
+    if not np.isfinite(r0).all():
+        raise SpecblurError("m_init field has non-finite values")
+    if param in ("softplus", "exp") and (r0 <= 0).any():
+        raise SpecblurError(f"m_init must be > 0 everywhere with param {param!r}")
+    return r0
+
+
+def _flat(a):
+    """A 1-D float64 view (or, if it must, a copy) of ``a``, for the objective kernels."""
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+
+
+class _Blur:
+    """Forward blur and its radius gradient for a fixed ``X``, reusing buffers."""
+
+    def __init__(self, X, mode, device):
+        self.conserve = mode == "conserve"
+        self.mode = mode
+        self.device = device
+        if device == "cuda":
+            from ._cuda import require_cuda
+            self.cuda = require_cuda()
+            self.X = self.cuda.to_device(X)
+        else:
+            from .kernels import cpu
+            self.kernels = cpu
+            self.X = X[None]
+            self.Y = np.empty_like(self.X)
+            self.dX = np.empty_like(self.X)
+            self.dr = np.empty_like(self.X)
+
+    def forward(self, r):
+        if self.device == "cuda":
+            from .blur_api import blur
+            return blur(self.X, self.cuda.to_device(r), self.mode, "cuda").copy_to_host()
+        self.kernels.blur_forward(self.X, r[None], self.conserve, self.Y)
+        return self.Y[0]
+
+    def radius_grad(self, r, G):
+        if self.device == "cuda":
+            from .blur_api import blur_vjp
+            _, dr = blur_vjp(self.X, self.cuda.to_device(r), self.cuda.to_device(G),
+                             self.mode, "cuda")
+            return dr.copy_to_host()
+        G = np.ascontiguousarray(G, dtype=np.float64)
+        self.kernels.blur_backward(self.X, r[None], G[None], self.conserve, self.dX, self.dr)
+        return self.dr[0]
+
+
+class _Descent:
+    """State of one optimisation: parameters, buffers, optimiser moments, records."""
+
+    def __init__(self, X, r0, cfg, model, device):
+        self.X = X
+        self.cfg = cfg
+        self.model = model
+        self.blur = _Blur(X, cfg["mode"], device)
+        self.code = objective.PARAM_CODES[cfg["param"]]
+        self.m = np.ascontiguousarray(
+            np.broadcast_to(objective.param_inverse(r0, cfg["param"]), X.shape), dtype=np.float64)
+        self.r, self.drdm, self.dhdm, self.g_mse, self.g_ent = (
+            np.empty_like(X) for _ in range(5))
+        if cfg["lambda_on"] == "entropy":
+            self.c_mse, self.c_ent = 1.0, cfg["lam"]
+        else:
+            self.c_mse, self.c_ent = cfg["lam"], 1.0
+        self.ent_reduce = 1.0 / X.size if cfg["entropy_reduce"] == "mean" else 1.0
+        self.ref = np.array(model.forward(X), dtype=np.float64)
+        self.g_out = np.empty_like(self.ref)
+        self.x_total = float(X.sum())
+        self.stats = np.empty(len(objective.STATS))
+        if cfg["optimizer"] == "adam":
+            self.mom1 = np.zeros_like(X)
+            self.mom2 = np.zeros_like(X)
+
+    def evaluate(self):
+        """Loss parts, gradient parts and statistics at the current ``m``; None if not finite."""
+        cfg = self.cfg
+        H = objective.radius_and_entropy(_flat(self.m), self.code, cfg["eps"], _flat(self.r),
+                                         _flat(self.drdm), _flat(self.dhdm)) * self.ent_reduce
+        if not np.isfinite(H):
+            return None
+        Y = self.blur.forward(self.r)
+        out = self.model.forward(Y)
+        D = objective.mse_and_grad(_flat(out), _flat(self.ref), self.c_mse, _flat(self.g_out))
+        loss = self.c_mse * D - self.c_ent * H
+        if not np.isfinite(loss):
+            return None
+        dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
+        s_mse, s_ent = objective.split_gradient(
+            _flat(dr), _flat(self.drdm), _flat(self.dhdm), self.c_ent * self.ent_reduce,
+            _flat(self.g_mse), _flat(self.g_ent))
+        objective.statistics(_flat(self.m), _flat(self.r), _flat(self.g_mse), _flat(self.g_ent),
+                             s_mse / self.m.size, s_ent / self.m.size, self.stats)
+        energy = float(Y.sum()) / self.x_total if self.x_total else np.nan
+        return (loss, D, H, *self.stats, energy), Y, out
+
+    def step(self, n):
+        cfg = self.cfg
+        if cfg["optimizer"] == "sgd":
+            objective.sgd_step(_flat(self.m), _flat(self.g_mse), _flat(self.g_ent), cfg["lr"])
+        else:
+            objective.adam_step(_flat(self.m), _flat(self.g_mse), _flat(self.g_ent), cfg["lr"],
+                                cfg["beta1"], cfg["beta2"], cfg["adam_eps"], n,
+                                _flat(self.mom1), _flat(self.mom2))
+
+    def snapshot(self, Y, out):
+        out = np.asarray(out, dtype=np.float64)
+        q = np.quantile(out, [0.05, 0.5, 0.95], axis=1)
+        outputs = pd.DataFrame({"dim": np.arange(out.shape[0]), "mean": out.mean(axis=1),
+                                "std": out.std(axis=1), "q05": q[0], "q50": q[1], "q95": q[2]})
+        return {"m": self.m.copy(), "r": self.r.copy(), "Y": np.array(Y, dtype=np.float64),
+                "g_mse": self.g_mse.copy(), "g_ent": self.g_ent.copy(), "outputs": outputs}
+
+    def run(self, callback):
+        cfg = self.cfg
+        epochs = cfg["epochs"]
+        rows, snapshots, status = [], {}, "done"
+        start = time.perf_counter()
+        for epoch in range(epochs + 1):
+            if cfg["param"] == "relu" and epoch < epochs:
+                objective.project_nonnegative(_flat(self.m))
+            state = self.evaluate()
+            seconds = time.perf_counter() - start
+            if state is None:
+                rows.append((epoch, *[np.nan] * (len(HISTORY_COLUMNS) - 2), seconds))
+                status = "diverged"
+                break
+            values, Y, out = state
+            if epoch % cfg["log_every"] == 0 or epoch == epochs:
+                rows.append((epoch, *values, seconds))
+            if epoch and (epoch % cfg["snapshot_every"] == 0 or epoch == epochs):
+                snapshots[epoch] = self.snapshot(Y, out)
+            if epoch == epochs:
+                break
+            self.step(epoch + 1)
+            if callback is not None:
+                callback(epoch + 1)
+        history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+        history["epoch"] = history["epoch"].astype(np.int64)
+        return FitResult(m=self.m.copy(), r=self.r.copy(), history=history,
+                         snapshots=snapshots, status=status)

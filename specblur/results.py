@@ -1,0 +1,151 @@
+"""The results folder of a sweep (SPEC §8): atomic writes and ``specblur.load``.
+
+Layout of ``<out>/<name>/``: ``sweep.yaml``, ``runs.parquet``, ``history/``, ``fields/``,
+``outputs/`` (one Parquet file per run, each with a string ``run_id`` column) and
+``audio/``. Every file is written to a hidden temporary file in its folder and renamed,
+so a reader never sees half a file; Parquet readers skip names that start with ``.``.
+"""
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from .errors import SpecblurError
+
+TABLES = ("history", "fields", "outputs")
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp_path)`` on a hidden temporary file next to ``path``, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_table(path, df):
+    """Write a DataFrame as Parquet (zstd), atomically."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def write_yaml(path, data):
+    """Write a mapping as YAML, atomically."""
+    text = yaml.safe_dump(data, sort_keys=False)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def remove_stale_temporaries(folder):
+    """Delete temporary files that an interrupted sweep left behind."""
+    for tmp in Path(folder).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def read_runs(folder):
+    """The ``runs.parquet`` table of a results folder, or an empty one."""
+    path = Path(folder) / "runs.parquet"
+    if not path.exists():
+        return pd.DataFrame({"run_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
+    return pd.read_parquet(path)
+
+
+def flatten_settings(settings):
+    """Settings as flat columns: ``model`` becomes ``model.kind``, ``model.n_mels``, ...
+
+    Lists become JSON strings, so every column has one scalar type.
+    """
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            for sub, v in flatten_settings(value).items():
+                out[f"{key}.{sub}"] = v
+        elif isinstance(value, (list, tuple)):
+            out[key] = json.dumps(value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Results:
+    """Every table of a sweep's results folder, with ``run_id`` as a string.
+
+    Attributes
+    ----------
+    runs, history, fields, outputs : pandas.DataFrame
+    path : pathlib.Path
+    """
+
+    path: Path
+    runs: pd.DataFrame
+    history: pd.DataFrame
+    fields: pd.DataFrame
+    outputs: pd.DataFrame
+
+
+def load(folder, tables=TABLES):
+    """Read a sweep's results folder.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        ``<out>/<name>``, as written by ``specblur-sweep``.
+    tables : sequence of str
+        Which per-run tables to read (the ``fields`` table can be large).
+
+    Returns
+    -------
+    Results
+    """
+    folder = Path(folder)
+    if not (folder / "runs.parquet").exists():
+        raise SpecblurError(f"{folder} is not a specblur results folder (no runs.parquet)")
+    parts = {}
+    for name in TABLES:
+        files = sorted((folder / name).glob("[!.]*.parquet")) if name in tables else []
+        frames = [pd.read_parquet(f) for f in files]
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"run_id": []})
+        df["run_id"] = df["run_id"].astype(str)
+        parts[name] = df
+    runs = read_runs(folder)
+    runs["run_id"] = runs["run_id"].astype(str)
+    return Results(path=folder, runs=runs, **parts)
+
+
+def fields_frame(run_id, snapshots):
+    """Long table of the snapshots' fields: run_id, epoch, k, t, m, r, g_mse, g_ent."""
+    frames = []
+    for epoch, snap in sorted(snapshots.items()):
+        K, T = snap["m"].shape
+        k, t = np.divmod(np.arange(K * T, dtype=np.int32), T)
+        frames.append(pd.DataFrame({
+            "run_id": run_id, "epoch": np.int32(epoch), "k": k.astype(np.int16 if K < 2**15 else np.int32),
+            "t": t, **{name: snap[name].ravel() for name in ("m", "r", "g_mse", "g_ent")}}))
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "epoch", "k", "t", "m", "r", "g_mse", "g_ent"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def outputs_frame(run_id, snapshots):
+    """Long table of the snapshots' output distributions."""
+    frames = [snap["outputs"].assign(epoch=np.int32(epoch)) for epoch, snap in sorted(snapshots.items())]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["epoch", "dim", "mean", "std", "q05", "q50", "q95"])
+    df.insert(0, "run_id", run_id)
+    return df[["run_id", "epoch", "dim", "mean", "std", "q05", "q50", "q95"]]

@@ -1,0 +1,208 @@
+"""Running a sweep: resume, execute runs locally or on Dask, write results atomically."""
+import functools
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import results
+from .audio import Spectrogram
+from .errors import SpecblurError
+from .fit import HISTORY_COLUMNS, fit
+
+FINISHED = ("done", "diverged")
+_RUN_LOCK = threading.Lock()
+
+
+def load_input(inp):
+    """The input spectrogram described by a sweep's resolved ``input`` mapping."""
+    if inp.get("audio"):
+        return Spectrogram.from_audio(inp["audio"], sr=inp["sr"], n_fft=inp["n_fft"],
+                                      hop=inp["hop"], normalize_dbfs=inp["normalize_dbfs"])
+    return Spectrogram.from_npy(inp["spectrogram"], sr=inp["sr"], n_fft=inp["n_fft"],
+                                hop=inp["hop"])
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_input(key):
+    return load_input(dict(key))
+
+
+def plan(sweep, folder, force=False, retry_failed=False):
+    """Split a sweep's runs into finished ones (with their status) and those to run."""
+    previous = results.read_runs(folder)
+    status = dict(zip(previous["run_id"].astype(str), previous["status"]))
+    keep = () if force else FINISHED + (() if retry_failed else ("failed",))
+    todo = [run for run in sweep.runs if status.get(run.run_id) not in keep]
+    return status, todo
+
+
+def run_sweep(sweep, out="results", jobs=1, device="cpu", scheduler=None, force=False,
+              retry_failed=False):
+    """Run every pending run of a sweep and record it under ``<out>/<name>/``.
+
+    Parameters
+    ----------
+    sweep : specblur.sweep_config.Sweep
+    out : str or os.PathLike
+        Parent folder of the results folder.
+    jobs : int
+        Local worker processes (ignored with ``scheduler``).
+    device : {"cpu", "cuda"}
+        Where the blur kernels run.
+    scheduler : str, optional
+        Address of a Dask distributed scheduler to send the runs to.
+    force, retry_failed : bool
+        Rerun every run, or also the runs that failed before.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``runs`` table after the sweep.
+    """
+    folder = Path(out) / sweep.name
+    spec = load_input(sweep.input)  # checks the input before anything is written
+    folder.mkdir(parents=True, exist_ok=True)
+    results.remove_stale_temporaries(folder)
+    results.write_yaml(folder / "sweep.yaml", sweep.resolved())
+    if spec.waveform is not None:
+        spec.write_audio(folder / "audio" / "original.wav", spec.mag)
+    _, todo = plan(sweep, folder, force, retry_failed)
+    tasks = [{"run_id": run.run_id, "settings": run.settings, "input": sweep.input,
+              "folder": str(folder.resolve()), "device": device} for run in todo]
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not interactive)
+    if not interactive:
+        print(f"{sweep.name}: {len(sweep.runs)} runs, {len(tasks)} to run", flush=True)
+    done = 0
+    for row in _execute(tasks, jobs, scheduler, interactive):
+        _record(folder, row)
+        done += 1
+        bar.update()
+        if not interactive:
+            print(f"[{done}/{len(tasks)}] {row['run_id']} {row['status']} after "
+                  f"{row['wall_seconds']:.1f} s" + (f": {row['error']}" if row["error"] else ""),
+                  flush=True)
+    bar.close()
+    return results.read_runs(folder)
+
+
+def _record(folder, row):
+    """Replace the run's row in ``runs.parquet`` (atomically)."""
+    runs = results.read_runs(folder)
+    runs = runs[runs["run_id"].astype(str) != row["run_id"]]
+    new = pd.DataFrame([row])
+    runs = new if runs.empty else pd.concat([runs, new], ignore_index=True)
+    results.write_table(folder / "runs.parquet", runs)
+
+
+def _execute(tasks, jobs, scheduler, interactive):
+    if not tasks:
+        return
+    if scheduler:
+        yield from _execute_dask(tasks, scheduler)
+    elif jobs <= 1:
+        for task in tasks:
+            yield execute_run(task, epoch_bar=interactive)
+    else:
+        yield from _execute_local(tasks, jobs)
+
+
+def _execute_local(tasks, jobs):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    saved = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
+                                               "OPENBLAS_NUM_THREADS")}
+    os.environ.update({k: str(threads) for k in saved})  # read by the spawned workers
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = [pool.submit(execute_run, task) for task in tasks]
+            for future in as_completed(futures):
+                yield future.result()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _init_worker(threads):
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def _execute_dask(tasks, address):
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise SpecblurError("--scheduler needs Dask: pip install 'specblur[cluster]'") from None
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise SpecblurError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    with client:
+        futures = [client.submit(execute_run, task, pure=False) for task in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def execute_run(task, epoch_bar=False):
+    """Fit one run and write its tables and audio; never raises for the run's own errors.
+
+    Returns the run's row for ``runs.parquet``.
+    """
+    lock = _RUN_LOCK if threading.current_thread() is not threading.main_thread() else None
+    if lock:  # numba's parallel kernels must not run from several threads at once
+        lock.acquire()
+    try:
+        return _execute_run(task, epoch_bar)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _execute_run(task, epoch_bar):
+    start = time.perf_counter()
+    run_id, settings = task["run_id"], task["settings"]
+    row = {"run_id": run_id, **results.flatten_settings(settings), "status": "failed",
+           "error": "", "epochs_done": 0, **{c: float("nan") for c in HISTORY_COLUMNS[1:-1]},
+           "wall_seconds": 0.0, "device": task["device"]}
+    try:
+        spec = _cached_input(tuple(sorted(task["input"].items())))
+        bar = tqdm(total=settings["epochs"], desc=run_id, unit="epoch", leave=False,
+                   disable=not epoch_bar, mininterval=0.5)
+        res = fit(spec, device=task["device"], callback=lambda n: bar.update(1), **settings)
+        bar.close()
+        _write_run(Path(task["folder"]), run_id, spec, res)
+        final = res.history.iloc[-1]
+        row.update({c: float(final[c]) for c in HISTORY_COLUMNS[1:-1]})
+        row.update(status=res.status, epochs_done=int(final["epoch"]))
+    except Exception as exc:  # a failed run is recorded and the sweep goes on
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, SpecblurError):
+            row["error"] += "\n" + traceback.format_exc(limit=-3)
+    row["wall_seconds"] = time.perf_counter() - start
+    return row
+
+
+def _write_run(folder, run_id, spec, res):
+    history = res.history.copy()
+    history.insert(0, "run_id", run_id)
+    results.write_table(folder / "history" / f"{run_id}.parquet", history)
+    results.write_table(folder / "fields" / f"{run_id}.parquet",
+                        results.fields_frame(run_id, res.snapshots))
+    results.write_table(folder / "outputs" / f"{run_id}.parquet",
+                        results.outputs_frame(run_id, res.snapshots))
+    if spec.phase is not None:
+        for epoch, snap in res.snapshots.items():
+            spec.write_audio(folder / "audio" / run_id / f"epoch_{epoch}.wav", snap["Y"])

@@ -1,0 +1,274 @@
+"""Sweep files (SPEC §8): read, check and expand into runs with stable ids.
+
+Everything a sweep file can get wrong is reported here, before any run starts, as one
+``SpecblurError`` that names the file and the key.
+"""
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import SpecblurError
+from .settings import SETTINGS, resolve, suggest, to_float, to_int
+
+TOP_KEYS = ("name", "input", "base", "runs", "grid", "seeds")
+INPUT_KEYS = {"audio": None, "spectrogram": None, "sr": 16000, "n_fft": 512, "hop": 128,
+              "normalize_dbfs": None}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e5`` and ``1e-6`` as floats (YAML 1.2 style)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+@dataclass
+class Run:
+    """One run of a sweep: its id and fully resolved settings."""
+
+    run_id: str
+    settings: dict
+
+
+@dataclass
+class Sweep:
+    """A checked sweep file.
+
+    Attributes
+    ----------
+    name : str
+        Results go to ``<out>/<name>/``.
+    path : pathlib.Path
+        The sweep file.
+    input : dict
+        Resolved input settings, with an absolute ``audio`` or ``spectrogram`` path.
+    input_sha256 : str
+        Content hash of the input file.
+    runs : list of Run
+        In expansion order, without duplicates.
+    raw : dict
+        The file's contents as read.
+    """
+
+    name: str
+    path: Path
+    input: dict
+    input_sha256: str
+    runs: list
+    raw: dict
+
+    def resolved(self):
+        """The sweep as resolved, for ``sweep.yaml`` in the results folder."""
+        return {
+            "name": self.name,
+            "source": str(self.path),
+            "input": {**self.input, "sha256": self.input_sha256},
+            "runs": [{"run_id": run.run_id, **run.settings} for run in self.runs],
+        }
+
+
+def load_sweep(path):
+    """Read, check and expand a sweep file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The YAML sweep file.
+
+    Returns
+    -------
+    Sweep
+
+    Raises
+    ------
+    SpecblurError
+        For a missing or malformed file (with its line number), unknown keys (with the
+        closest valid one), wrong types, empty axes, a key set by both a runs entry and
+        the grid, and a missing or unreadable input file.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecblurError(f"cannot read sweep file {where}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecblurError(f"{where}: malformed YAML{line}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise SpecblurError(f"{where}: a sweep file must be a mapping with keys {', '.join(TOP_KEYS)}")
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise SpecblurError(f"{where}: unknown top-level key {key!r}{suggest(key, TOP_KEYS)}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
+        raise SpecblurError(f"{where}: name must be a plain folder name (letters, digits, _ . -), got {name!r}")
+    inp = _check_input(raw.get("input"), path.parent, where)
+    digest = file_sha256(inp.get("audio") or inp["spectrogram"])
+    base = _nested(_mapping(raw.get("base", {}), f"{where}: base"), f"{where}: base")
+    entries = raw.get("runs")
+    if entries is None:
+        entries = [{}]
+    if not isinstance(entries, list) or not entries:
+        raise SpecblurError(f"{where}: runs must be a non-empty list of mappings")
+    entries = [_nested(_mapping(e, f"{where}: runs[{i}]"), f"{where}: runs[{i}]")
+               for i, e in enumerate(entries)]
+    grid = _check_grid(raw.get("grid"), where)
+    seeds = _check_seeds(raw.get("seeds", [0]), where)
+
+    runs, seen = [], set()
+    for i, entry in enumerate(entries):
+        for point in grid:
+            clash = _clashes(entry, point)
+            if clash:
+                raise SpecblurError(
+                    f"{where}: runs[{i}] and grid both set {clash!r}; set it in one place")
+            for seed in seeds:
+                merged = _merge(_merge(_merge(base, entry), point), {"seed": seed})
+                settings = resolve(merged, where=f"{where}: runs[{i}]")
+                run_id = make_run_id(settings, digest, inp)
+                if run_id not in seen:
+                    seen.add(run_id)
+                    runs.append(Run(run_id, settings))
+    return Sweep(name=name, path=path.resolve(), input=inp, input_sha256=digest, runs=runs,
+                 raw=raw)
+
+
+def make_run_id(settings, input_sha256, input_settings):
+    """First 12 hex digits of the sha256 of the settings, input file hash and input settings."""
+    inp = {k: v for k, v in input_settings.items() if k not in ("audio", "spectrogram")}
+    blob = json.dumps([settings, input_sha256, inp], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def file_sha256(path):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _mapping(value, where):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecblurError(f"{where} must be a mapping, got {value!r}")
+    return value
+
+
+def _nested(flat, where):
+    """Expand dotted keys (``model.n_mels``) into nested mappings, and check top keys."""
+    out = {}
+    for key, value in flat.items():
+        if not isinstance(key, str):
+            raise SpecblurError(f"{where}: keys must be strings, got {key!r}")
+        head, *rest = key.split(".")
+        if head not in SETTINGS or head == "seed":
+            valid = [k for k in SETTINGS if k != "seed"]
+            hint = " (seeds come from the top-level 'seeds' list)" if head == "seed" else suggest(head, valid)
+            raise SpecblurError(f"{where}: unknown setting {key!r}{hint}")
+        if rest and head != "model":
+            raise SpecblurError(f"{where}: {key!r}: only 'model' has nested keys")
+        node = out
+        for part in [head, *rest][:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecblurError(f"{where}: {key!r} conflicts with a non-mapping value")
+        node[[head, *rest][-1]] = copy.deepcopy(value)
+    return out
+
+
+def _merge(low, high):
+    """Deep merge: mappings merge, scalars and lists from ``high`` replace."""
+    out = copy.deepcopy(low)
+    for key, value in high.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _paths(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _paths(value, prefix + (key,))
+        else:
+            yield prefix + (key,)
+
+
+def _clashes(entry, point):
+    """A dotted key set by both mappings (or one a prefix of the other), or None."""
+    mine = set(_paths(entry))
+    for path in _paths(point):
+        for other in mine:
+            n = min(len(path), len(other))
+            if path[:n] == other[:n]:
+                return ".".join(path if len(path) <= len(other) else other)
+    return None
+
+
+def _check_grid(grid, where):
+    if grid is None:
+        return [{}]
+    if not isinstance(grid, dict):
+        raise SpecblurError(f"{where}: grid must be a mapping of setting -> list of values")
+    axes = []
+    for key, values in grid.items():
+        if not isinstance(values, list):
+            raise SpecblurError(f"{where}: grid.{key} must be a list of values, got {values!r}")
+        if not values:
+            raise SpecblurError(f"{where}: grid.{key} is an empty axis")
+        _nested({key: values[0]}, f"{where}: grid")
+        axes.append([(key, v) for v in values])
+    return [_nested(dict(combo), f"{where}: grid") for combo in itertools.product(*axes)]
+
+
+def _check_seeds(seeds, where):
+    if not isinstance(seeds, list):
+        seeds = [seeds]
+    if not seeds:
+        raise SpecblurError(f"{where}: seeds is an empty list")
+    return [to_int(s, f"{where}: seeds") for s in seeds]
+
+
+def _check_input(inp, folder, where):
+    if not isinstance(inp, dict):
+        raise SpecblurError(f"{where}: input must be a mapping with 'audio' or 'spectrogram'")
+    for key in inp:
+        if key not in INPUT_KEYS:
+            raise SpecblurError(f"{where}: unknown key input.{key}{suggest(key, INPUT_KEYS)}")
+    sources = [k for k in ("audio", "spectrogram") if inp.get(k) is not None]
+    if len(sources) != 1:
+        raise SpecblurError(f"{where}: input needs exactly one of 'audio' or 'spectrogram'")
+    out = {**INPUT_KEYS, **inp}
+    source = sources[0]
+    if not isinstance(out[source], str):
+        raise SpecblurError(f"{where}: input.{source} must be a file path, got {out[source]!r}")
+    file = (folder / out[source]).resolve()
+    if not file.is_file():
+        raise SpecblurError(f"{where}: input.{source}: file not found: {file}")
+    out[source] = str(file)
+    for key in ("sr", "n_fft", "hop"):
+        out[key] = to_int(out[key], f"{where}: input.{key}")
+        if out[key] <= 0:
+            raise SpecblurError(f"{where}: input.{key} must be positive, got {out[key]}")
+    if out["normalize_dbfs"] is not None:
+        out["normalize_dbfs"] = to_float(out["normalize_dbfs"], f"{where}: input.normalize_dbfs")
+    return out
