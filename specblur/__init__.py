@@ -4,6 +4,7 @@ from .errors import SpecblurError
 from .blur_api import MODES, blur, blur_vjp
 from .audio import Spectrogram
 from .fit import FitResult, fit
+from .results import load
 
-__all__ = ["MODES", "FitResult", "Spectrogram", "SpecblurError", "blur", "blur_vjp", "fit"]
+__all__ = ["MODES", "FitResult", "Spectrogram", "SpecblurError", "blur", "blur_vjp", "fit", "load"]
 __version__ = "0.1.0"

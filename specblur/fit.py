@@ -170,8 +170,8 @@ class _Descent:
         self.model = model
         self.blur = _Blur(X, cfg["mode"], device)
         self.code = objective.PARAM_CODES[cfg["param"]]
-        self.m = np.ascontiguousarray(
-            np.broadcast_to(objective.param_inverse(r0, cfg["param"]), X.shape), dtype=np.float64)
+        self.m = np.array(np.broadcast_to(objective.param_inverse(r0, cfg["param"]), X.shape),
+                          dtype=np.float64, order="C")  # a writable copy
         self.r, self.drdm, self.dhdm, self.g_mse, self.g_ent = (
             np.empty_like(X) for _ in range(5))
         if cfg["lambda_on"] == "entropy":
