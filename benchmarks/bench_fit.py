@@ -1,0 +1,52 @@
+"""Per-epoch cost of ``specblur.fit`` against the blur kernels alone, in the same run.
+
+    python benchmarks/bench_fit.py [--K 257] [--T 500] [--epochs 300] [--threads 1]
+
+One epoch is: radius from parameter, blur, model, MSE, model VJP, blur VJP, gradient
+split, history statistics and the optimiser step. The overhead is the epoch time minus
+the time of ``blur`` + ``blur_vjp`` on the same arrays.
+"""
+import argparse
+import time
+
+import numba
+import numpy as np
+
+import specblur
+from specblur.kernels import cpu
+from _timing import best_of
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--K", type=int, default=257)
+    ap.add_argument("--T", type=int, default=500)
+    ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    numba.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    X = rng.random((args.K, args.T))
+    print(f"K={args.K} T={args.T} threads={args.threads}, identity model, sgd, lr 1")
+    print(f"{'mode':9} {'param':9} {'kernels ms':>10} {'epoch ms':>9} {'overhead':>9}")
+    for mode in specblur.MODES:
+        for param in ("raw", "softplus"):
+            settings = dict(m_init=5.0, lam=1.0, mode=mode, param=param, log_every=1)
+            specblur.fit(X, epochs=2, **settings)  # compile
+            epoch = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                res = specblur.fit(X, epochs=args.epochs, **settings)
+                epoch = min(epoch, (time.perf_counter() - t) / (args.epochs + 1))
+            R = res.r[None].copy()
+            X3, G3 = X[None], rng.standard_normal((1,) + X.shape)
+            Y3, dX3, dR3 = (np.empty_like(X3) for _ in range(3))
+            cons = mode == "conserve"
+            kern = best_of(lambda: cpu.blur_forward(X3, R, cons, Y3), 50) + best_of(
+                lambda: cpu.blur_backward(X3, R, G3, cons, dX3, dR3), 50)
+            print(f"{mode:9} {param:9} {kern * 1e3:10.3f} {epoch * 1e3:9.3f} "
+                  f"{(epoch - kern) / kern:9.0%}")
+
+
+if __name__ == "__main__":
+    main()
