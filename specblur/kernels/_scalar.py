@@ -1,12 +1,14 @@
 """Per-bin arithmetic of the blur, shared by the CPU and the GPU kernels.
 
-``build(jit)`` defines them under a given decorator: ``cpu.py`` passes ``numba.njit`` and
-``gpu.py`` passes ``numba.cuda.jit(device=True)``, so both devices run the same formulas.
-All quantities are float64. Counts such as ``n`` stay floats so that radii far beyond any
-integer range cannot overflow.
+``build(jit)`` defines these functions under a given decorator: ``cpu.py`` passes
+``numba.njit`` and ``gpu.py`` passes ``numba.cuda.jit(device=True)``, so both devices run
+the same formulas. All quantities are float64; counts and positions stay floats until
+they are clamped, so radii far beyond any integer range cannot overflow. There are no
+data-dependent branches: a radius ``r <= 1`` is computed as ``r = 1``, whose kernel is
+the identity (``n = 0``, ``S = 1``, ``w(0) = 1``).
 
-Notation (SPEC §3): for a radius ``r > 1``, ``n = ceil(r) - 1``, ``f = r - n`` in ``(0, 1]``
-and ``S = (2n + 1) r - n (n + 1) = n (n + 2 f) + f``. The second form avoids cancellation.
+Notation (SPEC §3): ``n = ceil(r) - 1``, ``f = r - n`` in ``(0, 1]`` and
+``S = (2n + 1) r - n (n + 1) = n (n + 2 f) + f``; the second form avoids cancellation.
 """
 import math
 from types import SimpleNamespace
@@ -17,7 +19,8 @@ def build(jit):
 
     @jit
     def geometry(r):
-        """Return ``(n, f, S)`` for a radius ``r > 1``."""
+        """Return ``(n, f, S)`` for the radius ``max(r, 1)``."""
+        r = max(r, 1.0)
         if r < 4.0e15:
             n = float(math.ceil(r)) - 1.0
         else:
@@ -31,40 +34,49 @@ def build(jit):
         k = n - c
         return k * (f + 0.5 * (k - 1.0))
 
-
     @jit
-    def reach(p, n, K):
-        """Offsets ``(A, B)`` that stay in ``[0, K)`` to the left and right of bin ``p``."""
-        return min(n, float(p)), min(n, float(K - 1 - p))
+    def impulses(p, K, r, x):
+        """The five impulses of source ``p`` whose second running sum is ``x w(i - p; r)``.
 
-
-    @jit
-    def kept_share(p, K, r, conserve):
-        """What source ``p`` keeps for itself, as a share of its value.
-
-        1 for an identity radius; in conserve mode the weight that would leave ``[0, K)``;
-        otherwise 0.
+        SPEC §5: ``f s`` at ``p - n``, ``(1 - f) s`` at ``p - n + 1``, ``-2 s`` at ``p + 1``,
+        ``(1 - f) s`` at ``p + n + 1`` and ``f s`` at ``p + n + 2``, with ``s = x / S``.
+        An impulse ``c`` at ``q < 0`` acts on bins ``i >= 0`` as ``c (1 - q)`` at bin 0 plus
+        ``c q`` at bin 1; impulses at ``q >= K`` are moved to the unread rows ``K`` and
+        ``K + 1``. Returns ``(q0, c0, q1, c1, c_bin1, s, q3, c3, c4)``: impulses ``c0`` at
+        row ``q0``, ``c1`` at ``q1``, ``c_bin1`` at 1, ``-2 s`` at ``p + 1``, ``c3`` at ``q3``
+        and ``c4`` at ``q3 + 1`` (rows as floats).
         """
-        if r <= 1.0:
-            return 1.0
+        n, f, S = geometry(r)
+        s = x / S
+        a = f * s
+        c = s - a
+        q = p - n
+        neg0 = min(q, 0.0)
+        neg1 = min(q + 1.0, 0.0)
+        return (q - neg0, a * (1.0 - neg0), q + 1.0 - neg1, c * (1.0 - neg1),
+                a * neg0 + c * neg1, s, min(p + n + 1.0, float(K)), c, a)
+
+    @jit
+    def kept(p, K, r, x, conserve):
+        """What source ``p`` keeps in conserve mode: ``x`` times its weight beyond the edges."""
         if not conserve:
             return 0.0
         n, f, S = geometry(r)
-        A, B = reach(p, n, K)
-        return (tail_mass(n, f, A) + tail_mass(n, f, B)) / S
-
+        A = min(n, float(p))
+        B = min(n, float(K - 1 - p))
+        return (tail_mass(n, f, A) + tail_mass(n, f, B)) * (x / S)
 
     @jit
     def bin_vjp(P0, P1, col, p, K, r, x, g, conserve):
         """Gradients ``(dX[p], dr[p])`` of one source bin, from prefix sums of the cotangent.
 
-        ``P0[i, col]`` is ``sum_{k<i} G[k]`` and ``P1[i, col]`` is ``sum_{k<i} k G[k]``, so any
-        window sum of ``G`` or ``i G`` costs O(1), whatever the radius.
+        ``P0[i, col]`` is ``sum_{k<i} G[k]`` and ``P1[i, col]`` is ``sum_{k<i} k G[k]``, so
+        any window sum of ``G`` or ``i G`` costs O(1), whatever the radius. ``g`` is
+        ``G[p]``.
         """
-        if r <= 1.0:
-            return g, 0.0
         n, f, S = geometry(r)
-        A, B = reach(p, n, K)
+        A = min(n, float(p))
+        B = min(n, float(K - 1 - p))
         lo = p - int(A)
         hi = p + int(B) + 1
         mid = p + 1
@@ -72,55 +84,13 @@ def build(jit):
         left = p * (P0[mid, col] - P0[lo, col]) - (P1[mid, col] - P1[lo, col])
         right = (P1[hi, col] - P1[mid, col]) - p * (P0[hi, col] - P0[mid, col])
         inv = 1.0 / S
-        dx = (r * s0 - left - right) * inv          # sum of w(i - p) G[i]
-        dsum = (s0 - (2.0 * n + 1.0) * dx) * inv    # sum of dw(i - p)/dr G[i]
+        dx = (max(r, 1.0) * s0 - left - right) * inv  # sum of w(i - p) G[i]
+        dsum = (s0 - (2.0 * n + 1.0) * dx) * inv       # sum of dw(i - p)/dr G[i]
         if conserve:
             lost = (tail_mass(n, f, A) + tail_mass(n, f, B)) * inv
-            outside = (n - A) + (n - B)
             dx += lost * g
-            dsum -= g * ((2.0 * n + 1.0) * lost - outside) * inv
-        return dx, x * dsum
+            dsum -= g * ((2.0 * n + 1.0) * lost - (n - A) - (n - B)) * inv
+        return dx, (x * dsum if r > 1.0 else 0.0)
 
-
-    @jit
-    def scatter_source(d2, col, p, K, r, x):
-        """Add the five impulses of source ``p`` (radius ``r > 1``, value ``x``) to ``d2[:, col]``.
-
-        The second running sum of ``d2`` is then the source's triangle ``x w(i - p; r)``
-        (SPEC §5). Impulses at or beyond ``K`` are dropped. Impulses left of bin 0 cannot be
-        stored; they are returned as ``(slope, value)``, the running sums' state just before
-        bin 0.
-        """
-        n, f, S = geometry(r)
-        s = x / S
-        a = f * s
-        c = (1.0 - f) * s
-        slope = 0.0
-        value = 0.0
-        q = p - n
-        if q >= 0.0:
-            i = int(q)
-            d2[i, col] += a
-            d2[i + 1, col] += c
-        else:
-            slope += a
-            value -= a * q
-            if q == -1.0:
-                d2[0, col] += c
-            else:
-                slope += c
-                value -= c * (q + 1.0)
-        if p + 1 < K:
-            d2[p + 1, col] -= 2.0 * s
-        q = p + n + 1.0
-        if q < K:
-            i = int(q)
-            d2[i, col] += c
-            if i + 1 < K:
-                d2[i + 1, col] += a
-        return slope, value
-
-    return SimpleNamespace(
-        geometry=geometry, tail_mass=tail_mass, reach=reach,
-        kept_share=kept_share, bin_vjp=bin_vjp, scatter_source=scatter_source,
-    )
+    return SimpleNamespace(geometry=geometry, tail_mass=tail_mass, impulses=impulses,
+                           kept=kept, bin_vjp=bin_vjp)

@@ -1,7 +1,7 @@
 """GPU blur kernels: the ``numba.cuda`` twins of ``cpu.py``.
 
 One thread owns one frame ``(b, t)`` and walks along frequency; neighbouring threads take
-neighbouring frames, so global memory accesses coalesce. Scratch is float64, ``K + 1``
+neighbouring frames, so global memory accesses coalesce. Scratch is float64, ``K + 2``
 values per frame and buffer. Importing this module needs a usable CUDA device or the
 simulator (``NUMBA_ENABLE_CUDASIM=1``).
 """
@@ -14,9 +14,9 @@ cuda = require_cuda()
 THREADS = 128
 
 _bins = _scalar.build(cuda.jit(device=True))
-kept_share = _bins.kept_share
+impulses = _bins.impulses
+kept = _bins.kept
 bin_vjp = _bins.bin_vjp
-scatter_source = _bins.scatter_source
 
 
 @cuda.jit
@@ -27,22 +27,26 @@ def _forward_kernel(X, R, conserve, d2, Y):
         return
     b = frame // T
     t = frame - b * T
-    buf = d2[b]
-    for i in range(K):
+    buf = d2[b]  # (K + 2, T): rows K, K + 1 catch impulses beyond the edge
+    for i in range(K + 2):
         buf[i, t] = 0.0
+    for p in range(K):
+        q0, c0, q1, c1, c_bin1, s, q3, c3, c4 = impulses(
+            p, K, np.float64(R[b, p, t]), np.float64(X[b, p, t]))
+        i3 = int(q3)
+        buf[int(q0), t] += c0
+        buf[int(q1), t] += c1
+        buf[1, t] += c_bin1
+        buf[p + 1, t] -= 2.0 * s
+        buf[i3, t] += c3
+        buf[i3 + 1, t] += c4
     slope = 0.0
     value = 0.0
-    for p in range(K):
-        r = np.float64(R[b, p, t])
-        if r > 1.0:
-            ds, dv = scatter_source(buf, t, p, K, r, np.float64(X[b, p, t]))
-            slope += ds
-            value += dv
     for i in range(K):
         slope += buf[i, t]
         value += slope
         x = np.float64(X[b, i, t])
-        Y[b, i, t] = value + x * kept_share(i, K, np.float64(R[b, i, t]), conserve)
+        Y[b, i, t] = value + kept(i, K, np.float64(R[b, i, t]), x, conserve)
 
 
 @cuda.jit
@@ -81,7 +85,7 @@ def _blocks(nb, T):
 def blur_forward(X, R, conserve, Y):
     """Write ``blur(X, R)`` into ``Y``; device arrays of shape ``(B, K, T)``."""
     nb, K, T = X.shape
-    d2 = cuda.device_array((nb, K, T), dtype=np.float64)
+    d2 = cuda.device_array((nb, K + 2, T), dtype=np.float64)
     _forward_kernel[_blocks(nb, T), THREADS](X, R, conserve, d2, Y)
 
 
