@@ -4,8 +4,8 @@
 ``numba.njit`` and ``gpu.py`` passes ``numba.cuda.jit(device=True)``, so both devices run
 the same formulas. All quantities are float64; counts and positions stay floats until
 they are clamped, so radii far beyond any integer range cannot overflow. There are no
-data-dependent branches: a radius ``r <= 1`` is computed as ``r = 1``, whose kernel is
-the identity (``n = 0``, ``S = 1``, ``w(0) = 1``).
+data-dependent branches, only selects: a source with ``r <= 1`` gives no impulses and
+keeps its value, so such bins are reproduced exactly.
 
 Notation (SPEC §3): ``n = ceil(r) - 1``, ``f = r - n`` in ``(0, 1]`` and
 ``S = (2n + 1) r - n (n + 1) = n (n + 2 f) + f``; the second form avoids cancellation.
@@ -47,7 +47,7 @@ def build(jit):
         and ``c4`` at ``q3 + 1`` (rows as floats).
         """
         n, f, S = geometry(r)
-        s = x / S
+        s = x / S if r > 1.0 else 0.0
         a = f * s
         c = s - a
         q = p - n
@@ -58,13 +58,17 @@ def build(jit):
 
     @jit
     def kept(p, K, r, x, conserve):
-        """What source ``p`` keeps in conserve mode: ``x`` times its weight beyond the edges."""
+        """What source ``p`` keeps for itself.
+
+        All of ``x`` for ``r <= 1``; in conserve mode, ``x`` times the weight that would
+        leave ``[0, K)``; otherwise nothing.
+        """
         if not conserve:
-            return 0.0
+            return x if r <= 1.0 else 0.0
         n, f, S = geometry(r)
         A = min(n, float(p))
         B = min(n, float(K - 1 - p))
-        return (tail_mass(n, f, A) + tail_mass(n, f, B)) * (x / S)
+        return x if r <= 1.0 else (tail_mass(n, f, A) + tail_mass(n, f, B)) * (x / S)
 
     @jit
     def bin_vjp(P0, P1, col, p, K, r, x, g, conserve):
@@ -90,7 +94,9 @@ def build(jit):
             lost = (tail_mass(n, f, A) + tail_mass(n, f, B)) * inv
             dx += lost * g
             dsum -= g * ((2.0 * n + 1.0) * lost - (n - A) - (n - B)) * inv
-        return dx, (x * dsum if r > 1.0 else 0.0)
+        if r <= 1.0:
+            return g, 0.0
+        return dx, x * dsum
 
     return SimpleNamespace(geometry=geometry, tail_mass=tail_mass, impulses=impulses,
                            kept=kept, bin_vjp=bin_vjp)
