@@ -30,5 +30,5 @@ def require_cuda():
 
 
 def is_device_array(a):
-    """True for a CUDA device array (anything with ``__cuda_array_interface__``)."""
-    return hasattr(a, "__cuda_array_interface__")
+    """True for a CUDA device array, or the CUDA simulator's stand-in for one."""
+    return hasattr(a, "__cuda_array_interface__") or hasattr(a, "__cuda_ndarray__")
