@@ -13,18 +13,19 @@ Notation (SPEC §3): ``n = ceil(r) - 1``, ``f = r - n`` in ``(0, 1]`` and
 import math
 from types import SimpleNamespace
 
+# Radii beyond this are computed as R_MAX, so that S = O(r^2) stays finite; every weight
+# of such a kernel is below 1e-15 either way.
+R_MAX = 1.0e15
+
 
 def build(jit):
     """Return the per-bin functions compiled by the decorator ``jit``."""
 
     @jit
     def geometry(r):
-        """Return ``(n, f, S)`` for the radius ``max(r, 1)``."""
-        r = max(r, 1.0)
-        if r < 4.0e15:
-            n = float(math.ceil(r)) - 1.0
-        else:
-            n = r - 1.0  # every float this large is an integer
+        """Return ``(n, f, S)`` for the radius ``r`` clipped to ``[1, R_MAX]``."""
+        r = min(max(r, 1.0), R_MAX)
+        n = float(math.ceil(r)) - 1.0
         f = r - n
         return n, f, n * (n + 2.0 * f) + f
 
@@ -35,16 +36,27 @@ def build(jit):
         return k * (f + 0.5 * (k - 1.0))
 
     @jit
-    def impulses(p, K, r, x):
-        """The five impulses of source ``p`` whose second running sum is ``x w(i - p; r)``.
+    def own_value(p, K, r, x, n, f, s, conserve):
+        """What source ``p`` keeps for itself, given its geometry and ``s = x / S``.
 
-        SPEC §5: ``f s`` at ``p - n``, ``(1 - f) s`` at ``p - n + 1``, ``-2 s`` at ``p + 1``,
-        ``(1 - f) s`` at ``p + n + 1`` and ``f s`` at ``p + n + 2``, with ``s = x / S``.
-        An impulse ``c`` at ``q < 0`` acts on bins ``i >= 0`` as ``c (1 - q)`` at bin 0 plus
-        ``c q`` at bin 1; impulses at ``q >= K`` are moved to the unread rows ``K`` and
-        ``K + 1``. Returns ``(q0, c0, q1, c1, c_bin1, s, q3, c3, c4)``: impulses ``c0`` at
-        row ``q0``, ``c1`` at ``q1``, ``c_bin1`` at 1, ``-2 s`` at ``p + 1``, ``c3`` at ``q3``
-        and ``c4`` at ``q3 + 1`` (rows as floats).
+        All of ``x`` for ``r <= 1`` (then ``s = 0``); in conserve mode also ``x`` times the
+        weight that would leave ``[0, K)``.
+        """
+        own = x if r <= 1.0 else 0.0
+        if conserve:
+            own += (tail_mass(n, f, min(n, float(p))) + tail_mass(n, f, min(n, float(K - 1 - p)))) * s
+        return own
+
+    @jit
+    def scatter_source(d2, col, p, K, r, x, conserve):
+        """Add the impulses of source ``p`` to ``d2[:, col]``; return what the source keeps.
+
+        The second running sum of the impulses is ``x w(i - p; r)`` (SPEC §5): ``f s`` at
+        ``p - n``, ``(1 - f) s`` at ``p - n + 1``, ``-2 s`` at ``p + 1``, ``(1 - f) s`` at
+        ``p + n + 1`` and ``f s`` at ``p + n + 2``, with ``s = x / S``. An impulse ``c`` at
+        ``q < 0`` acts on bins ``i >= 0`` as ``c (1 - q)`` at bin 0 plus ``c q`` at bin 1.
+        Impulses at ``q >= K`` land in rows ``K`` and ``K + 1``, which are never read, so
+        ``d2`` needs ``K + 2`` rows. A source with ``r <= 1`` adds zeros and keeps ``x``.
         """
         n, f, S = geometry(r)
         s = x / S if r > 1.0 else 0.0
@@ -53,22 +65,20 @@ def build(jit):
         q = p - n
         neg0 = min(q, 0.0)
         neg1 = min(q + 1.0, 0.0)
-        return (q - neg0, a * (1.0 - neg0), q + 1.0 - neg1, c * (1.0 - neg1),
-                a * neg0 + c * neg1, s, min(p + n + 1.0, float(K)), c, a)
+        d2[int(q - neg0), col] += a * (1.0 - neg0)
+        d2[int(q + 1.0 - neg1), col] += c * (1.0 - neg1)
+        d2[1, col] += a * neg0 + c * neg1
+        d2[p + 1, col] -= 2.0 * s
+        i = int(min(p + n + 1.0, float(K)))
+        d2[i, col] += c
+        d2[i + 1, col] += a
+        return own_value(p, K, r, x, n, f, s, conserve)
 
     @jit
     def kept(p, K, r, x, conserve):
-        """What source ``p`` keeps for itself.
-
-        All of ``x`` for ``r <= 1``; in conserve mode, ``x`` times the weight that would
-        leave ``[0, K)``; otherwise nothing.
-        """
-        if not conserve:
-            return x if r <= 1.0 else 0.0
+        """What source ``p`` keeps for itself (the value ``scatter_source`` returns)."""
         n, f, S = geometry(r)
-        A = min(n, float(p))
-        B = min(n, float(K - 1 - p))
-        return x if r <= 1.0 else (tail_mass(n, f, A) + tail_mass(n, f, B)) * (x / S)
+        return own_value(p, K, r, x, n, f, x / S if r > 1.0 else 0.0, conserve)
 
     @jit
     def bin_vjp(P0, P1, col, p, K, r, x, g, conserve):
@@ -76,7 +86,7 @@ def build(jit):
 
         ``P0[i, col]`` is ``sum_{k<i} G[k]`` and ``P1[i, col]`` is ``sum_{k<i} k G[k]``, so
         any window sum of ``G`` or ``i G`` costs O(1), whatever the radius. ``g`` is
-        ``G[p]``.
+        ``G[p]``. A source with ``r <= 1`` gives ``(g, 0)``.
         """
         n, f, S = geometry(r)
         A = min(n, float(p))
@@ -84,19 +94,21 @@ def build(jit):
         lo = p - int(A)
         hi = p + int(B) + 1
         mid = p + 1
-        s0 = P0[hi, col] - P0[lo, col]
-        left = p * (P0[mid, col] - P0[lo, col]) - (P1[mid, col] - P1[lo, col])
-        right = (P1[hi, col] - P1[mid, col]) - p * (P0[hi, col] - P0[mid, col])
+        p0lo = P0[lo, col]
+        p0mid = P0[mid, col]
+        p0hi = P0[hi, col]
+        s0 = p0hi - p0lo
+        left = p * (p0mid - p0lo) - (P1[mid, col] - P1[lo, col])
+        right = (P1[hi, col] - P1[mid, col]) - p * (p0hi - p0mid)
         inv = 1.0 / S
-        dx = (max(r, 1.0) * s0 - left - right) * inv  # sum of w(i - p) G[i]
+        dx = ((n + f) * s0 - left - right) * inv       # sum of w(i - p) G[i]
         dsum = (s0 - (2.0 * n + 1.0) * dx) * inv       # sum of dw(i - p)/dr G[i]
         if conserve:
             lost = (tail_mass(n, f, A) + tail_mass(n, f, B)) * inv
             dx += lost * g
             dsum -= g * ((2.0 * n + 1.0) * lost - (n - A) - (n - B)) * inv
-        if r <= 1.0:
-            return g, 0.0
-        return dx, x * dsum
+        blurred = r > 1.0
+        return (dx if blurred else g), (x * dsum if blurred else 0.0)
 
-    return SimpleNamespace(geometry=geometry, tail_mass=tail_mass, impulses=impulses,
-                           kept=kept, bin_vjp=bin_vjp)
+    return SimpleNamespace(geometry=geometry, tail_mass=tail_mass, own_value=own_value,
+                           scatter_source=scatter_source, kept=kept, bin_vjp=bin_vjp)

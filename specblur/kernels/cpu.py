@@ -2,9 +2,8 @@
 
 Frequency is axis -2 of a C-ordered ``(B, K, T)`` array, so one frame is a strided column.
 The kernels work on tiles of ``TILE`` neighbouring frames and walk along frequency with
-the frames innermost, so every access to the arrays is contiguous. Per source row, a
-vectorisable loop computes the impulses of all the tile's frames; a second loop scatters
-the few that land at data-dependent rows. Each tile uses O(K * TILE) float64 scratch.
+the frames innermost, so every access to the arrays is contiguous. Each tile uses
+O(K * TILE) float64 scratch.
 """
 import numpy as np
 from numba import njit, prange
@@ -15,8 +14,7 @@ TILE = 32
 FASTMATH = {"nsz", "arcp", "contract", "afn"}
 
 _bins = _scalar.build(njit(inline="always", fastmath=FASTMATH, cache=True))
-impulses = _bins.impulses
-kept = _bins.kept
+scatter_source = _bins.scatter_source
 bin_vjp = _bins.bin_vjp
 
 
@@ -29,31 +27,12 @@ def blur_forward(X, R, conserve, Y):
         b = job // ntiles
         t0 = (job - b * ntiles) * TILE
         width = min(TILE, T - t0)
-        d2 = np.zeros((K + 2, TILE))  # rows K, K + 1 catch impulses beyond the edge
-        own = np.zeros((K, TILE))
-        rows = np.empty((3, TILE))
-        coef = np.empty((4, TILE))
+        d2 = np.zeros((K + 2, TILE))
+        own = np.empty((K, TILE))
         for p in range(K):
             for j in range(width):
-                x = np.float64(X[b, p, t0 + j])
-                r = np.float64(R[b, p, t0 + j])
-                q0, c0, q1, c1, c_bin1, s, q3, c3, c4 = impulses(p, K, r, x)
-                rows[0, j] = q0
-                rows[1, j] = q1
-                rows[2, j] = q3
-                coef[0, j] = c0
-                coef[1, j] = c1
-                coef[2, j] = c3
-                coef[3, j] = c4
-                d2[1, j] += c_bin1
-                d2[p + 1, j] -= 2.0 * s
-                own[p, j] = kept(p, K, r, x, conserve)
-            for j in range(width):
-                i3 = int(rows[2, j])
-                d2[int(rows[0, j]), j] += coef[0, j]
-                d2[int(rows[1, j]), j] += coef[1, j]
-                d2[i3, j] += coef[2, j]
-                d2[i3 + 1, j] += coef[3, j]
+                own[p, j] = scatter_source(d2, j, p, K, np.float64(R[b, p, t0 + j]),
+                                           np.float64(X[b, p, t0 + j]), conserve)
         slope = np.zeros(TILE)
         value = np.zeros(TILE)
         for i in range(K):

@@ -14,7 +14,7 @@ cuda = require_cuda()
 THREADS = 128
 
 _bins = _scalar.build(cuda.jit(device=True))
-impulses = _bins.impulses
+scatter_source = _bins.scatter_source
 kept = _bins.kept
 bin_vjp = _bins.bin_vjp
 
@@ -27,26 +27,17 @@ def _forward_kernel(X, R, conserve, d2, Y):
         return
     b = frame // T
     t = frame - b * T
-    buf = d2[b]  # (K + 2, T): rows K, K + 1 catch impulses beyond the edge
+    buf = d2[b]
     for i in range(K + 2):
         buf[i, t] = 0.0
     for p in range(K):
-        q0, c0, q1, c1, c_bin1, s, q3, c3, c4 = impulses(
-            p, K, np.float64(R[b, p, t]), np.float64(X[b, p, t]))
-        i3 = int(q3)
-        buf[int(q0), t] += c0
-        buf[int(q1), t] += c1
-        buf[1, t] += c_bin1
-        buf[p + 1, t] -= 2.0 * s
-        buf[i3, t] += c3
-        buf[i3 + 1, t] += c4
+        scatter_source(buf, t, p, K, np.float64(R[b, p, t]), np.float64(X[b, p, t]), conserve)
     slope = 0.0
     value = 0.0
     for i in range(K):
         slope += buf[i, t]
         value += slope
-        x = np.float64(X[b, i, t])
-        Y[b, i, t] = value + kept(i, K, np.float64(R[b, i, t]), x, conserve)
+        Y[b, i, t] = value + kept(i, K, np.float64(R[b, i, t]), np.float64(X[b, i, t]), conserve)
 
 
 @cuda.jit
