@@ -119,11 +119,6 @@ def _check_field(r0, shape, param):
     return r0
 
 
-def _flat(a):
-    """A 1-D float64 view (or, if it must, a copy) of ``a``, for the objective kernels."""
-    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
-
-
 class _Blur:
     """Forward blur and its radius gradient for a fixed ``X``, reusing buffers."""
 
@@ -162,95 +157,110 @@ class _Blur:
 
 
 class _Descent:
-    """State of one optimisation: parameters, buffers, optimiser moments, records."""
+    """State of one optimisation: parameters, buffers, optimiser moments, records.
+
+    Fields are ``(K, T)`` arrays; the objective kernels get flat views of them (``_f``).
+    With ``raw`` and ``relu`` the radius is ``m`` itself.
+    """
 
     def __init__(self, X, r0, cfg, model, device):
-        self.X = X
         self.cfg = cfg
         self.model = model
         self.blur = _Blur(X, cfg["mode"], device)
         self.code = objective.PARAM_CODES[cfg["param"]]
         self.m = np.array(np.broadcast_to(objective.param_inverse(r0, cfg["param"]), X.shape),
                           dtype=np.float64, order="C")  # a writable copy
-        self.r, self.drdm, self.dhdm, self.g_mse, self.g_ent = (
-            np.empty_like(X) for _ in range(5))
+        own_radius = cfg["param"] in ("softplus", "exp")
+        self.r = np.empty_like(X) if own_radius else self.m
+        self.drdm = np.empty_like(X) if own_radius else self.m  # unused for raw and relu
+        self.g_mse, self.g_ent = np.empty_like(X), np.empty_like(X)
         if cfg["lambda_on"] == "entropy":
             self.c_mse, self.c_ent = 1.0, cfg["lam"]
         else:
             self.c_mse, self.c_ent = cfg["lam"], 1.0
-        self.ent_reduce = 1.0 / X.size if cfg["entropy_reduce"] == "mean" else 1.0
+        self.h_scale = 1.0 / X.size if cfg["entropy_reduce"] == "mean" else 1.0
         self.ref = np.array(model.forward(X), dtype=np.float64)
         self.g_out = np.empty_like(self.ref)
         self.x_total = float(X.sum())
         self.stats = np.empty(len(objective.STATS))
-        if cfg["optimizer"] == "adam":
-            self.mom1 = np.zeros_like(X)
-            self.mom2 = np.zeros_like(X)
+        adam = cfg["optimizer"] == "adam"
+        self.adam = adam
+        if adam:
+            self.mom1, self.mom2 = np.zeros_like(X), np.zeros_like(X)
 
-    def evaluate(self):
-        """Loss parts, gradient parts and statistics at the current ``m``; None if not finite."""
-        cfg = self.cfg
-        H = objective.radius_and_entropy(_flat(self.m), self.code, cfg["eps"], _flat(self.r),
-                                         _flat(self.drdm), _flat(self.dhdm)) * self.ent_reduce
-        if not np.isfinite(H):
+    def epoch(self, n, project, update, log, snapshot):
+        """Evaluate the state after ``n`` updates, then make update ``n + 1``.
+
+        Returns ``(history values, snapshot or None)``, or None if ``m``, ``r`` or the
+        loss is not finite. The entropy and loss values are computed only if ``log``.
+        """
+        f, cfg = _f, self.cfg
+        if objective.radius(f(self.m), self.code, project, f(self.r), f(self.drdm)):
             return None
         Y = self.blur.forward(self.r)
         out = self.model.forward(Y)
-        D = objective.mse_and_grad(_flat(out), _flat(self.ref), self.c_mse, _flat(self.g_out))
-        loss = self.c_mse * D - self.c_ent * H
-        if not np.isfinite(loss):
-            return None
+        D = objective.mse_and_grad(f(out), f(self.ref), self.c_mse, f(self.g_out))
         dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
-        s_mse, s_ent = objective.split_gradient(
-            _flat(dr), _flat(self.drdm), _flat(self.dhdm), self.c_ent * self.ent_reduce,
-            _flat(self.g_mse), _flat(self.g_ent))
-        objective.statistics(_flat(self.m), _flat(self.r), _flat(self.g_mse), _flat(self.g_ent),
-                             s_mse / self.m.size, s_ent / self.m.size, self.stats)
-        energy = float(Y.sum()) / self.x_total if self.x_total else np.nan
-        return (loss, D, H, *self.stats, energy), Y, out
+        infinite_h = objective.gradient_parts(f(self.m), f(self.r), f(dr), f(self.drdm),
+                                              self.code, cfg["eps"], self.c_ent * self.h_scale,
+                                              f(self.g_mse), f(self.g_ent))
+        if infinite_h or not np.isfinite(D):
+            return None
+        H = loss = np.nan
+        if log:
+            H = self.h_scale * objective.entropy_sum(f(self.m), f(self.r), self.code, cfg["eps"])
+            loss = self.c_mse * D - self.c_ent * H
+            if not np.isfinite(loss):
+                return None
+        objective.statistics(f(self.m), f(self.r), f(self.g_mse), f(self.g_ent), self.stats)
+        values = (loss, D, H, *self.stats, float(Y.sum()) / self.x_total if self.x_total else np.nan)
+        snap = self.snapshot(self.m.copy(), self.r.copy(), Y, out) if snapshot else None
+        if update:
+            if not self.adam:
+                objective.sgd_step(f(self.m), f(self.g_mse), f(self.g_ent), cfg["lr"])
+            else:
+                objective.adam_step(f(self.m), f(self.g_mse), f(self.g_ent), cfg["lr"],
+                                    cfg["beta1"], cfg["beta2"], cfg["adam_eps"], n + 1,
+                                    f(self.mom1), f(self.mom2))
+        return values, snap
 
-    def step(self, n):
-        cfg = self.cfg
-        if cfg["optimizer"] == "sgd":
-            objective.sgd_step(_flat(self.m), _flat(self.g_mse), _flat(self.g_ent), cfg["lr"])
-        else:
-            objective.adam_step(_flat(self.m), _flat(self.g_mse), _flat(self.g_ent), cfg["lr"],
-                                cfg["beta1"], cfg["beta2"], cfg["adam_eps"], n,
-                                _flat(self.mom1), _flat(self.mom2))
-
-    def snapshot(self, Y, out):
+    def snapshot(self, m, r, Y, out):
         out = np.asarray(out, dtype=np.float64)
         q = np.quantile(out, [0.05, 0.5, 0.95], axis=1)
         outputs = pd.DataFrame({"dim": np.arange(out.shape[0]), "mean": out.mean(axis=1),
                                 "std": out.std(axis=1), "q05": q[0], "q50": q[1], "q95": q[2]})
-        return {"m": self.m.copy(), "r": self.r.copy(), "Y": np.array(Y, dtype=np.float64),
-                "g_mse": self.g_mse.copy(), "g_ent": self.g_ent.copy(), "outputs": outputs}
+        return {"m": m, "r": r, "Y": np.array(Y, dtype=np.float64), "g_mse": self.g_mse.copy(),
+                "g_ent": self.g_ent.copy(), "outputs": outputs}
 
     def run(self, callback):
         cfg = self.cfg
         epochs = cfg["epochs"]
+        relu = cfg["param"] == "relu"
         rows, snapshots, status = [], {}, "done"
         start = time.perf_counter()
-        for epoch in range(epochs + 1):
-            if cfg["param"] == "relu" and epoch < epochs:
-                objective.project_nonnegative(_flat(self.m))
-            state = self.evaluate()
+        for n in range(epochs + 1):
+            last = n == epochs
+            logged = n % cfg["log_every"] == 0 or last
+            state = self.epoch(n, project=relu and not last, update=not last, log=logged,
+                               snapshot=n > 0 and (n % cfg["snapshot_every"] == 0 or last))
             seconds = time.perf_counter() - start
             if state is None:
-                rows.append((epoch, *[np.nan] * (len(HISTORY_COLUMNS) - 2), seconds))
+                rows.append((n, *[np.nan] * (len(HISTORY_COLUMNS) - 2), seconds))
                 status = "diverged"
                 break
-            values, Y, out = state
-            if epoch % cfg["log_every"] == 0 or epoch == epochs:
-                rows.append((epoch, *values, seconds))
-            if epoch and (epoch % cfg["snapshot_every"] == 0 or epoch == epochs):
-                snapshots[epoch] = self.snapshot(Y, out)
-            if epoch == epochs:
-                break
-            self.step(epoch + 1)
-            if callback is not None:
-                callback(epoch + 1)
+            values, snap = state
+            if logged:
+                rows.append((n, *values, seconds))
+            if snap is not None:
+                snapshots[n] = snap
+            if not last and callback is not None:
+                callback(n + 1)
         history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
         history["epoch"] = history["epoch"].astype(np.int64)
         return FitResult(m=self.m.copy(), r=self.r.copy(), history=history,
                          snapshots=snapshots, status=status)
+
+
+def _f(a):
+    """A flat float64 view of ``a`` (a copy only if ``a`` is not C-contiguous float64)."""
+    return np.ascontiguousarray(a, dtype=np.float64).reshape(-1)

@@ -2,8 +2,10 @@
 
 Each epoch touches every bin a handful of times: radius from parameter, entropy and its
 gradient, the MSE and its gradient, the history's statistics and the optimiser step.
-These kernels do that in few passes over preallocated buffers, so the blur kernels stay
-the main cost of an epoch. They take flat (1-D) views of the ``(K, T)`` fields.
+These kernels do that in a few simple passes over preallocated buffers, loops that the
+compiler vectorises, so that the blur kernels stay the main cost of an epoch. The
+entropy's value (a logarithm per bin) is computed only for the epochs that are logged.
+They take flat (1-D) views of the ``(K, T)`` fields.
 """
 import math
 
@@ -19,11 +21,6 @@ STATS = ("gmse_mean", "gmse_var", "gent_mean", "gent_var", "m_mean", "m_std", "m
 _jit = dict(fastmath=FASTMATH, cache=True)
 
 
-@njit(**_jit)
-def _softplus(m):
-    return max(m, 0.0) + math.log1p(math.exp(-abs(m)))
-
-
 def param_inverse(r0, param):
     """The parameter ``m`` whose radius is ``r0`` (SPEC §7: ``m = param⁻¹(r0)``)."""
     r0 = np.asarray(r0, dtype=np.float64)
@@ -35,38 +32,28 @@ def param_inverse(r0, param):
 
 
 @njit(parallel=True, **_jit)
-def radius_and_entropy(m, code, eps, r, drdm, dhdm):
-    """Write ``r = param(m)``, ``dr/dm`` and ``dh/dm``; return ``sum h(m)``.
+def radius(m, code, project, r, drdm):
+    """Prepare ``m`` and the radius at the start of an epoch.
 
-    Returns NaN if any ``m`` or ``r`` is not finite, which ends the run as diverged.
+    ``relu`` with ``project``: ``m = max(m, 0)`` in place. ``softplus`` and ``exp``: write
+    ``r = param(m)`` and ``dr/dm``. (``raw`` and ``relu`` use ``m`` itself as the radius.)
+    Returns the number of bins where ``m`` or ``r`` is not finite.
     """
-    total = 0.0
     bad = 0
     for i in prange(m.size):
         mi = m[i]
-        if code <= 1:
-            ri = mi
-            di = 1.0
-            a = abs(mi)
-            hi = math.log(a + eps)
-            gi = (1.0 if mi > 0 else (-1.0 if mi < 0 else 0.0)) / (a + eps)
-        elif code == 2:
-            ri = _softplus(mi)
-            di = 1.0 / (1.0 + math.exp(-mi))
-            hi = math.log(ri + eps)
-            gi = di / (ri + eps)
-        else:
-            ri = math.exp(mi)
-            di = ri
-            hi = mi
-            gi = 1.0
-        if not (abs(mi) < np.inf and abs(ri) < np.inf):
+        if code == 1 and project and mi < 0.0:
+            m[i] = 0.0
+        if code == 2:
+            t = math.exp(-abs(mi))
+            r[i] = max(mi, 0.0) + math.log1p(t)
+            drdm[i] = 1.0 / (1.0 + t) if mi >= 0.0 else t / (1.0 + t)
+        elif code == 3:
+            r[i] = math.exp(mi)
+            drdm[i] = r[i]
+        if not (abs(mi) < np.inf and abs(r[i]) < np.inf):
             bad += 1
-        r[i] = ri
-        drdm[i] = di
-        dhdm[i] = gi
-        total += hi
-    return np.nan if bad else total
+    return bad
 
 
 @njit(parallel=True, **_jit)
@@ -83,54 +70,79 @@ def mse_and_grad(out, ref, scale, grad):
 
 
 @njit(parallel=True, **_jit)
-def split_gradient(dr, drdm, dhdm, ent_scale, g_mse, g_ent):
-    """Write ``g_mse = dr * dr/dm`` and ``g_ent = -ent_scale * dh/dm``; return their sums."""
-    s_mse = 0.0
-    s_ent = 0.0
-    for i in prange(dr.size):
-        a = dr[i] * drdm[i]
-        b = -ent_scale * dhdm[i]
-        g_mse[i] = a
-        g_ent[i] = b
-        s_mse += a
-        s_ent += b
-    return s_mse, s_ent
+def gradient_parts(m, r, dr, drdm, code, eps, ent_scale, g_mse, g_ent):
+    """Write ``g_mse = dr * dr/dm`` and ``g_ent = -ent_scale * dh/dm`` (SPEC §7's table).
+
+    Returns the number of bins whose entropy term is ``log(0) = -inf`` (possible only with
+    ``eps = 0``).
+    """
+    zero = 0
+    for i in prange(m.size):
+        if code <= 1:
+            a = abs(m[i]) + eps
+            g_mse[i] = dr[i]
+            g_ent[i] = -ent_scale * (1.0 if m[i] > 0.0 else (-1.0 if m[i] < 0.0 else 0.0)) / a
+        elif code == 2:
+            a = r[i] + eps
+            g_mse[i] = dr[i] * drdm[i]
+            g_ent[i] = -ent_scale * drdm[i] / a
+        else:
+            a = 1.0
+            g_mse[i] = dr[i] * drdm[i]
+            g_ent[i] = -ent_scale
+        if a == 0.0:
+            zero += 1
+    return zero
 
 
 @njit(parallel=True, **_jit)
-def statistics(m, r, g_mse, g_ent, mean_mse, mean_ent, out):
-    """Fill ``out`` with the history statistics named in ``STATS`` (population variances)."""
+def entropy_sum(m, r, code, eps):
+    """``sum h(m)``: ``log(|m| + eps)``, ``log(r + eps)`` or ``m`` by parameterisation."""
+    total = 0.0
+    for i in prange(m.size):
+        if code <= 1:
+            total += math.log(abs(m[i]) + eps)
+        elif code == 2:
+            total += math.log(r[i] + eps)
+        else:
+            total += m[i]
+    return total
+
+
+@njit(**_jit)
+def statistics(m, r, g_mse, g_ent, out):
+    """Fill ``out`` with the history statistics named in ``STATS``, in one pass.
+
+    Variances are population variances, from sums taken around the first bin's values,
+    which keeps them accurate when a mean is large against the spread.
+    """
     n = m.size
-    m_sum = 0.0
-    for i in prange(n):
-        m_sum += m[i]
-    m_mean = m_sum / n
-    va = 0.0
-    vb = 0.0
-    vm = 0.0
+    ca, cb, cm = g_mse[0], g_ent[0], m[0]
+    s1a = s2a = s1b = s2b = s1m = s2m = 0.0
     ident = 0
     neg = 0
     m_min = np.inf
     m_max = -np.inf
-    for i in prange(n):
-        da = g_mse[i] - mean_mse
-        db = g_ent[i] - mean_ent
-        dm = m[i] - m_mean
-        va += da * da
-        vb += db * db
-        vm += dm * dm
-        if r[i] <= 1.0:
-            ident += 1
-        if m[i] < 0.0:
-            neg += 1
+    for i in range(n):
+        da = g_mse[i] - ca
+        db = g_ent[i] - cb
+        dm = m[i] - cm
+        s1a += da
+        s2a += da * da
+        s1b += db
+        s2b += db * db
+        s1m += dm
+        s2m += dm * dm
+        ident += r[i] <= 1.0
+        neg += m[i] < 0.0
         m_min = min(m_min, m[i])
         m_max = max(m_max, m[i])
-    out[0] = mean_mse
-    out[1] = va / n
-    out[2] = mean_ent
-    out[3] = vb / n
-    out[4] = m_mean
-    out[5] = math.sqrt(vm / n)
+    out[0] = ca + s1a / n
+    out[1] = max(s2a / n - (s1a / n) ** 2, 0.0)
+    out[2] = cb + s1b / n
+    out[3] = max(s2b / n - (s1b / n) ** 2, 0.0)
+    out[4] = cm + s1m / n
+    out[5] = math.sqrt(max(s2m / n - (s1m / n) ** 2, 0.0))
     out[6] = m_min
     out[7] = m_max
     out[8] = ident / n
@@ -154,11 +166,3 @@ def adam_step(m, g_mse, g_ent, lr, beta1, beta2, eps, step, mom1, mom2):
         mom1[i] = beta1 * mom1[i] + (1.0 - beta1) * g
         mom2[i] = beta2 * mom2[i] + (1.0 - beta2) * g * g
         m[i] -= lr * (mom1[i] / c1) / (math.sqrt(mom2[i] / c2) + eps)
-
-
-@njit(parallel=True, **_jit)
-def project_nonnegative(m):
-    """``m = max(m, 0)`` in place (the ``relu`` parameterisation)."""
-    for i in prange(m.size):
-        if m[i] < 0.0:
-            m[i] = 0.0
