@@ -128,24 +128,33 @@ def load(folder, tables=TABLES):
     return Results(path=folder, runs=runs, **parts)
 
 
+FIELD_TYPES = {"run_id": str, "epoch": np.int32, "k": np.int32, "t": np.int32, "m": np.float64,
+               "r": np.float64, "g_mse": np.float64, "g_ent": np.float64}
+OUTPUT_TYPES = {"run_id": str, "epoch": np.int32, "dim": np.int64, "mean": np.float64,
+                "std": np.float64, "q05": np.float64, "q50": np.float64, "q95": np.float64}
+
+
+def _typed(frames, types):
+    """Concatenate ``frames`` into a frame with exactly the columns and dtypes of ``types``."""
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in types.items()})
+    df = pd.concat(frames, ignore_index=True)[list(types)]
+    return df.astype(types)
+
+
 def fields_frame(run_id, snapshots):
     """Long table of the snapshots' fields: run_id, epoch, k, t, m, r, g_mse, g_ent."""
     frames = []
     for epoch, snap in sorted(snapshots.items()):
         K, T = snap["m"].shape
         k, t = np.divmod(np.arange(K * T, dtype=np.int32), T)
-        frames.append(pd.DataFrame({
-            "run_id": run_id, "epoch": np.int32(epoch), "k": k.astype(np.int16 if K < 2**15 else np.int32),
-            "t": t, **{name: snap[name].ravel() for name in ("m", "r", "g_mse", "g_ent")}}))
-    if not frames:
-        return pd.DataFrame(columns=["run_id", "epoch", "k", "t", "m", "r", "g_mse", "g_ent"])
-    return pd.concat(frames, ignore_index=True)
+        frames.append(pd.DataFrame({"run_id": run_id, "epoch": epoch, "k": k, "t": t,
+                                    **{c: snap[c].ravel() for c in ("m", "r", "g_mse", "g_ent")}}))
+    return _typed(frames, FIELD_TYPES)
 
 
 def outputs_frame(run_id, snapshots):
     """Long table of the snapshots' output distributions."""
-    frames = [snap["outputs"].assign(epoch=np.int32(epoch)) for epoch, snap in sorted(snapshots.items())]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["epoch", "dim", "mean", "std", "q05", "q50", "q95"])
-    df.insert(0, "run_id", run_id)
-    return df[["run_id", "epoch", "dim", "mean", "std", "q05", "q50", "q95"]]
+    frames = [snap["outputs"].assign(run_id=run_id, epoch=epoch)
+              for epoch, snap in sorted(snapshots.items())]
+    return _typed(frames, OUTPUT_TYPES)

@@ -29,8 +29,9 @@ def load_input(inp):
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_input(key):
-    return load_input(dict(key))
+def _cached_input(settings, sha256):
+    """The input, loaded once per worker process for each input file content."""
+    return load_input(dict(settings))
 
 
 def plan(sweep, folder, force=False, retry_failed=False):
@@ -74,7 +75,8 @@ def run_sweep(sweep, out="results", jobs=1, device="cpu", scheduler=None, force=
         spec.write_audio(folder / "audio" / "original.wav", spec.mag)
     _, todo = plan(sweep, folder, force, retry_failed)
     tasks = [{"run_id": run.run_id, "settings": run.settings, "input": sweep.input,
-              "folder": str(folder.resolve()), "device": device} for run in todo]
+              "input_sha256": sweep.input_sha256, "folder": str(folder.resolve()),
+              "device": device} for run in todo]
     interactive = sys.stderr.isatty()
     bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not interactive)
     if not interactive:
@@ -178,7 +180,7 @@ def _execute_run(task, epoch_bar):
            "error": "", "epochs_done": 0, **{c: float("nan") for c in HISTORY_COLUMNS[1:-1]},
            "wall_seconds": 0.0, "device": task["device"]}
     try:
-        spec = _cached_input(tuple(sorted(task["input"].items())))
+        spec = _cached_input(tuple(sorted(task["input"].items())), task["input_sha256"])
         bar = tqdm(total=settings["epochs"], desc=run_id, unit="epoch", leave=False,
                    disable=not epoch_bar, mininterval=0.5)
         res = fit(spec, device=task["device"], callback=lambda n: bar.update(1), **settings)

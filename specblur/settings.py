@@ -119,7 +119,10 @@ def resolve(settings, where="settings"):
         elif kind is dict:
             if not isinstance(value, dict):
                 raise SpecblurError(f"{name} must be a mapping with a 'kind', got {value!r}")
-            out[key] = validate_model_spec(value)
+            try:
+                out[key] = validate_model_spec(value)
+            except SpecblurError as exc:
+                raise SpecblurError(f"{where}: {exc}") from None
         else:
             out[key] = to_choice(value, kind, name)
         if key in POSITIVE and out[key] is not None and out[key] <= 0:
