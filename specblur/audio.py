@@ -8,8 +8,6 @@ constant padding).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
@@ -19,6 +17,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import ShortTimeFFT, get_window, resample_poly
 
+from ._io import atomic_write
 from .errors import SpecblurError
 
 __all__ = ["Spectrogram", "istft", "load_audio", "resynthesize", "stft", "write_wav"]
@@ -196,9 +195,8 @@ def write_wav(path, y, sr):
     """Write a mono waveform as a 32-bit float WAV file, atomically.
 
     Samples are not clipped. If the peak magnitude exceeds 1 the whole waveform is
-    scaled down to a peak of 1; otherwise it is written unchanged. The file is written
-    to a temporary file in the target directory and then renamed over `path`; missing
-    parent directories are created.
+    scaled down to a peak of 1; otherwise it is written unchanged. The write is atomic
+    (see :func:`specblur._io.atomic_write`).
 
     Parameters
     ----------
@@ -224,18 +222,8 @@ def write_wav(path, y, sr):
     peak = np.max(np.abs(y)) if y.size else 0.0
     if peak > 1.0:
         y = y / peak
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(delete=False, dir=path.parent, suffix=".wav") as tmp:
-        tmp_name = tmp.name
-    try:
-        sf.write(tmp_name, y.astype(np.float32), sr, format="WAV", subtype="FLOAT")
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
+    y = y.astype(np.float32)
+    return atomic_write(path, lambda tmp: sf.write(tmp, y, sr, format="WAV", subtype="FLOAT"))
 
 
 @dataclass

@@ -8,15 +8,14 @@ also accept a leading batch axis, ``(B, K, T) -> (B, D, T)``.
 
 from __future__ import annotations
 
-import difflib
 import importlib
-import math
 from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
 from .errors import SpecblurError
+from .settings import suggest, to_float, to_int
 
 __all__ = ["MODEL_KEYS", "Identity", "LogMel", "MLP", "make_model", "validate_model_spec"]
 
@@ -48,42 +47,11 @@ MODEL_KEYS = {
 _FACTORY_ARGS = ("sr", "n_fft", "n_bins", "seed")
 
 
-def _suggest(key, valid):
-    close = difflib.get_close_matches(str(key), list(valid), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _cast_int(value, where):
-    if isinstance(value, (bool, np.bool_)):
-        raise SpecblurError(f"{where} must be an integer, got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    try:
-        as_float = float(value)
-    except (TypeError, ValueError):
-        raise SpecblurError(f"{where} must be an integer, got {value!r}") from None
-    if not as_float.is_integer():
-        raise SpecblurError(f"{where} must be an integer, got {value!r}")
-    return int(as_float)
-
-
-def _cast_float(value, where):
-    if isinstance(value, (bool, np.bool_)):
-        raise SpecblurError(f"{where} must be a number, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise SpecblurError(f"{where} must be a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise SpecblurError(f"{where} must be finite, got {value!r}")
-    return out
-
-
 def _cast(value, typ, where):
     if typ is int:
-        return _cast_int(value, where)
+        return to_int(value, where)
     if typ is float:
-        return _cast_float(value, where)
+        return to_float(value, where)
     if typ is str:
         if not isinstance(value, str):
             raise SpecblurError(f"{where} must be a string, got {value!r}")
@@ -92,7 +60,7 @@ def _cast(value, typ, where):
         items = [value] if isinstance(value, (int, np.integer)) else value
         if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
             raise SpecblurError(f"{where} must be a list of integers, got {value!r}")
-        return [_cast_int(v, f"{where}[{i}]") for i, v in enumerate(items)]
+        return [to_int(v, f"{where}[{i}]") for i, v in enumerate(items)]
     raise TypeError(f"unsupported declared type {typ!r}")  # pragma: no cover
 
 
@@ -113,7 +81,7 @@ def _check_range(out, kind):
         if out["activation"] not in ACTIVATIONS:
             raise SpecblurError(
                 f"model.activation {out['activation']!r} is not one of "
-                f"{', '.join(ACTIVATIONS)}{_suggest(out['activation'], ACTIVATIONS)}")
+                f"{', '.join(ACTIVATIONS)}{suggest(out['activation'], ACTIVATIONS)}")
     if kind == "python":
         factory = out["factory"]
         module, _, attr = factory.partition(":")
@@ -158,7 +126,7 @@ def validate_model_spec(spec):
     kind = spec["kind"]
     if not isinstance(kind, str) or kind not in MODEL_KEYS:
         raise SpecblurError(
-            f"unknown model kind {kind!r}; valid kinds are: {kinds}{_suggest(kind, MODEL_KEYS)}")
+            f"unknown model kind {kind!r}; valid kinds are: {kinds}{suggest(kind, MODEL_KEYS)}")
     declared = MODEL_KEYS[kind]
     out = {"kind": kind}
     for key, value in spec.items():
@@ -176,7 +144,7 @@ def validate_model_spec(spec):
             valid = ["kind", *declared]
             raise SpecblurError(
                 f"unknown key model.{key} for model kind {kind!r}; valid keys: "
-                f"{', '.join(valid)}{_suggest(key, valid)}")
+                f"{', '.join(valid)}{suggest(key, valid)}")
     for key, (_, default) in declared.items():
         if key not in out:
             if default is None and kind == "python":

@@ -6,8 +6,6 @@ Layout of ``<out>/<name>/``: ``sweep.yaml``, ``runs.parquet``, ``history/``, ``f
 so a reader never sees half a file; Parquet readers skip names that start with ``.``.
 """
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,26 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from ._io import atomic_write
 from .errors import SpecblurError
 
 TABLES = ("history", "fields", "outputs")
-
-
-def atomic_write(path, write):
-    """Call ``write(tmp_path)`` on a hidden temporary file next to ``path``, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_table(path, df):

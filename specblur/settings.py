@@ -45,17 +45,17 @@ def suggest(key, valid):
 
 
 def to_float(value, where):
-    """Cast a number, or a string such as ``'1e-6'`` (YAML 1.1 reads those as strings)."""
-    if isinstance(value, (bool, np.bool_)):
+    """Cast a finite number, or a string such as ``'1e-6'`` (YAML 1.1 reads those as strings)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating, str)):
         raise SpecblurError(f"{where} must be a number, got {value!r}")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise SpecblurError(f"{where} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise SpecblurError(f"{where} must be a number, got {value!r}") from None
+    if not np.isfinite(number):
+        raise SpecblurError(f"{where} must be finite, got {value!r}")
+    return number
 
 
 def to_int(value, where):
@@ -112,8 +112,6 @@ def resolve(settings, where="settings"):
             out[key] = None
         elif kind is float:
             out[key] = to_float(value, name)
-            if not np.isfinite(out[key]):
-                raise SpecblurError(f"{name} must be finite, got {value!r}")
         elif kind is int:
             out[key] = to_int(value, name)
         elif kind is dict:

@@ -18,15 +18,21 @@ scatter_source = _bins.scatter_source
 bin_vjp = _bins.bin_vjp
 
 
+@njit(inline="always", cache=True)
+def _tile(job, ntiles, T):
+    """Batch item, first frame and width of tile number ``job``."""
+    b = job // ntiles
+    t0 = (job - b * ntiles) * TILE
+    return b, t0, min(TILE, T - t0)
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def blur_forward(X, R, conserve, Y):
     """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``."""
     nb, K, T = X.shape
     ntiles = (T + TILE - 1) // TILE
     for job in prange(nb * ntiles):
-        b = job // ntiles
-        t0 = (job - b * ntiles) * TILE
-        width = min(TILE, T - t0)
+        b, t0, width = _tile(job, ntiles, T)
         d2 = np.zeros((K + 2, TILE))
         own = np.empty((K, TILE))
         for p in range(K):
@@ -48,9 +54,7 @@ def blur_backward(X, R, G, conserve, dX, dR):
     nb, K, T = X.shape
     ntiles = (T + TILE - 1) // TILE
     for job in prange(nb * ntiles):
-        b = job // ntiles
-        t0 = (job - b * ntiles) * TILE
-        width = min(TILE, T - t0)
+        b, t0, width = _tile(job, ntiles, T)
         P0 = np.zeros((K + 1, TILE))
         P1 = np.zeros((K + 1, TILE))
         for i in range(K):

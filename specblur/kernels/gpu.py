@@ -19,14 +19,19 @@ kept = _bins.kept
 bin_vjp = _bins.bin_vjp
 
 
+@cuda.jit(device=True)
+def _frame(T):
+    """The frame ``(b, t)`` this thread owns."""
+    frame = cuda.grid(1)
+    return frame // T, frame % T
+
+
 @cuda.jit
 def _forward_kernel(X, R, conserve, d2, Y):
     nb, K, T = X.shape
-    frame = cuda.grid(1)
-    if frame >= nb * T:
+    b, t = _frame(T)
+    if b >= nb:
         return
-    b = frame // T
-    t = frame - b * T
     buf = d2[b]
     for i in range(K + 2):
         buf[i, t] = 0.0
@@ -43,11 +48,9 @@ def _forward_kernel(X, R, conserve, d2, Y):
 @cuda.jit
 def _backward_kernel(X, R, G, conserve, P0, P1, dX, dR):
     nb, K, T = X.shape
-    frame = cuda.grid(1)
-    if frame >= nb * T:
+    b, t = _frame(T)
+    if b >= nb:
         return
-    b = frame // T
-    t = frame - b * T
     p0 = P0[b]
     p1 = P1[b]
     s0 = 0.0
