@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import ShortTimeFFT, get_window, resample_poly
 
 from ._io import atomic_write
 from .errors import SpecblurError
@@ -39,6 +38,8 @@ def _check_frames(n_fft, hop):
 
 @lru_cache(maxsize=16)
 def _stft_plan(n_fft, hop):
+    from scipy.signal import ShortTimeFFT, get_window  # slow to import (~1.5 s)
+
     window = get_window("hann", n_fft)  # periodic ("fftbins=True") by default
     # phase_shift=None: each frame is the plain DFT of its own slice, as in SPEC §2.
     # ShortTimeFFT's default (phase_shift=0) references the phase to the window centre.
@@ -84,6 +85,8 @@ def load_audio(path, sr):
         raise SpecblurError(f"audio file {path} holds non-finite samples")
     y = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if file_sr != sr:
+        from scipy.signal import resample_poly
+
         g = gcd(int(file_sr), sr)
         y = resample_poly(y, sr // g, int(file_sr) // g)
         if y.size == 0:

@@ -1,5 +1,4 @@
 """Running a sweep: resume, execute runs locally or on Dask, write results atomically."""
-import functools
 import os
 import sys
 import threading
@@ -26,12 +25,6 @@ def load_input(inp):
                                       hop=inp["hop"], normalize_dbfs=inp["normalize_dbfs"])
     return Spectrogram.from_npy(inp["spectrogram"], sr=inp["sr"], n_fft=inp["n_fft"],
                                 hop=inp["hop"])
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_input(settings, sha256):
-    """The input, loaded once per worker process for each input file content."""
-    return load_input(dict(settings))
 
 
 def plan(sweep, folder, force=False, retry_failed=False):
@@ -74,9 +67,8 @@ def run_sweep(sweep, out="results", jobs=1, device="cpu", scheduler=None, force=
     if spec.waveform is not None:
         spec.write_audio(folder / "audio" / "original.wav", spec.mag)
     _, todo = plan(sweep, folder, force, retry_failed)
-    tasks = [{"run_id": run.run_id, "settings": run.settings, "input": sweep.input,
-              "input_sha256": sweep.input_sha256, "folder": str(folder.resolve()),
-              "device": device} for run in todo]
+    tasks = [{"run_id": run.run_id, "settings": run.settings, "spectrogram": spec,
+              "folder": str(folder.resolve()), "device": device} for run in todo]
     interactive = sys.stderr.isatty()
     bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not interactive)
     if not interactive:
@@ -153,7 +145,9 @@ def _execute_dask(tasks, address):
     except (OSError, TimeoutError) as exc:
         raise SpecblurError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     with client:
-        futures = [client.submit(execute_run, task, pure=False) for task in tasks]
+        spec = client.scatter(tasks[0]["spectrogram"], broadcast=True)
+        futures = [client.submit(execute_run, {**task, "spectrogram": spec}, pure=False)
+                   for task in tasks]
         for future in as_completed(futures):
             yield future.result()
 
@@ -180,7 +174,7 @@ def _execute_run(task, epoch_bar):
            "error": "", "epochs_done": 0, **{c: float("nan") for c in HISTORY_COLUMNS[1:-1]},
            "wall_seconds": 0.0, "device": task["device"]}
     try:
-        spec = _cached_input(tuple(sorted(task["input"].items())), task["input_sha256"])
+        spec = task["spectrogram"]
         bar = tqdm(total=settings["epochs"], desc=run_id, unit="epoch", leave=False,
                    disable=not epoch_bar, mininterval=0.5)
         res = fit(spec, device=task["device"], callback=lambda n: bar.update(1), **settings)
