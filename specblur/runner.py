@@ -10,7 +10,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import results
-from .audio import Spectrogram
+from .audio import Spectrogram, write_wav
 from .errors import SpecblurError
 from .fit import HISTORY_COLUMNS, fit
 
@@ -65,7 +65,7 @@ def run_sweep(sweep, out="results", jobs=1, device="cpu", scheduler=None, force=
     results.remove_stale_temporaries(folder)
     results.write_yaml(folder / "sweep.yaml", sweep.resolved())
     if spec.waveform is not None:
-        spec.write_audio(folder / "audio" / "original.wav", spec.mag)
+        write_wav(folder / "audio" / "original.wav", spec.waveform, spec.sr)
     _, todo = plan(sweep, folder, force, retry_failed)
     tasks = [{"run_id": run.run_id, "settings": run.settings, "spectrogram": spec,
               "folder": str(folder.resolve()), "device": device} for run in todo]
