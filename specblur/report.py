@@ -40,6 +40,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from ._io import atomic_write
 from .errors import SpecblurError
@@ -263,7 +264,9 @@ def _lambda_formula(run):
     if run is None or "lambda_on" not in run:
         return "L = c_D·D − c_H·H"
     lam = _fmt(run.get("lam", float("nan")))
-    return f"L = D − λ·H, λ={lam}" if run["lambda_on"] == "entropy" else f"L = λ·D − H, λ={lam}"
+    if run["lambda_on"] == "entropy":
+        return f"L = D − λ·H, λ={lam}"
+    return f"L = λ·D − H, λ={lam}"
 
 
 def plot_loss_parts(history, run=None, ax=None, label=None):
@@ -417,7 +420,8 @@ def plot_radius_field(fields, *, sr=None, n_fft=None, hop=None, epoch=None, ax=N
     """The radius field of one snapshot as a heatmap over time and frequency.
 
     Bins with ``r ≤ 1`` (left as they are by the blur) are drawn in red; the colour bar
-    covers the others, on a log scale when the radii span more than a decade.
+    covers the others between their 1st and 99th percentiles, on a log scale when those
+    span more than a decade.
 
     Parameters
     ----------
@@ -444,16 +448,18 @@ def plot_radius_field(fields, *, sr=None, n_fft=None, hop=None, epoch=None, ax=N
     extent, xlabel, ylabel = _extent(K, T, sr, n_fft, hop)
     identity = ~(r > 1)                          # NaN counts as "not blurred" too
     above = r[~identity]
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad(IDENTITY_COLOUR)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad=IDENTITY_COLOUR)
     if above.size:
-        lo, hi = 1.0, float(np.max(above))
-        norm = LogNorm(lo, hi) if hi > 10 * lo else Normalize(lo, max(hi, lo + 1e-9))
+        lo, hi = (float(v) for v in np.percentile(above, [1, 99]))
+        hi = max(hi, lo * (1 + 1e-6), lo + 1e-9)
+        norm = LogNorm(lo, hi) if hi > 10 * lo else Normalize(lo, hi)
+        extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
+                  (True, True): "both"}[(bool(above.min() < lo), bool(above.max() > hi))]
     else:
-        norm = Normalize(1.0, 2.0)
+        norm, extend = Normalize(1.0, 2.0), "neither"
     im = ax.imshow(np.ma.masked_array(r, identity), origin="lower", aspect="auto",
                    extent=extent, cmap=cmap, norm=norm, interpolation="nearest")
-    cbar = ax.figure.colorbar(im, ax=ax)
+    cbar = ax.figure.colorbar(im, ax=ax, extend=extend)
     cbar.set_label("radius r (bins)")
     share = 100.0 * identity.mean()
     ax.legend(handles=[Patch(color=IDENTITY_COLOUR, label=f"r ≤ 1 (identity): {share:.3g} %")],
@@ -480,11 +486,14 @@ def _hist(ax, values, colour, name, bins=60):
                 outside = int(np.sum((values < qlo) | (values > qhi)))
                 lo, hi = float(qlo), float(qhi)
                 note = f" ({outside} outside the 0.5–99.5 % range not shown)"
-    else:
-        lo, hi = lo - 0.5, hi + 0.5
+    else:                                        # one value: centre it, at its own scale
+        half = 0.5 * abs(lo) if lo != 0 else 0.5
+        lo, hi = lo - half, hi + half
     ax.hist(values, bins=bins, range=(lo, hi), color=colour, alpha=0.6, label=name,
             histtype="stepfilled", edgecolor=colour)
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(6))      # narrow ranges of long numbers
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=True)
     ax.set_ylabel("bins (count)")
     return note
 
@@ -513,8 +522,12 @@ def plot_radius_histogram(fields, ax=None, label=None):
         notes.append(_hist(ax, _snapshot(fields, epoch)["r"], colour, f"epoch {epoch}"))
     ax.axvline(1.0, color=IDENTITY_COLOUR, ls="--", lw=1, label="r = 1")
     ax.set_xlabel("radius r (bins)")
-    ax.legend(loc="best")
-    _title(ax, "radius histogram" + "".join(dict.fromkeys(n for n in notes if n)), label)
+    ax.legend(loc="upper right")
+    _title(ax, "radius histogram", label)
+    notes = [n for n in notes if n]
+    if notes:
+        ax.text(0.02, 0.98, "\n".join(n.strip(" ()") for n in notes), transform=ax.transAxes,
+                ha="left", va="top", fontsize=8, color="0.3")
     return ax
 
 
@@ -541,7 +554,10 @@ def plot_gradient_histograms(fields, axes=None, label=None):
                                   (axes[1], "g_ent", ENT_COLOUR, "∂(−c_H·H)/∂m")):
         note = _hist(ax, snap[col], colour, col)
         ax.set_xlabel(f"{col} = {what} (per bin)")
-        _title(ax, f"{col} at epoch {epoch}{note}", label)
+        _title(ax, f"histogram of {col} at epoch {epoch}", label)
+        if note:
+            ax.text(0.02, 0.98, note.strip(" ()"), transform=ax.transAxes, ha="left",
+                    va="top", fontsize=8, color="0.3")
     return axes
 
 
@@ -669,8 +685,11 @@ def plot_run(history, fields, outputs, run, *, sr=None, n_fft=None, hop=None, X=
     outputs = _only_run(outputs, run_id)
     with matplotlib.rc_context(_RC):
         if fig is None:
-            fig = Figure(figsize=(17, 18), layout="constrained")
+            # a fixed layout: constrained layout would triple the time to draw
+            fig = Figure(figsize=(17, 18))
             FigureCanvasAgg(fig)
+            fig.subplots_adjust(left=0.05, right=0.96, bottom=0.035, top=0.925, wspace=0.42,
+                                hspace=0.36)
         grid = fig.subplots(4, 3)
         (a_loss, a_gmean, a_gvar), (a_m, a_share, a_rhist), (a_gmse, a_gent, a_out), \
             (a_field, a_before, a_after) = grid
@@ -705,11 +724,12 @@ def plot_run(history, fields, outputs, run, *, sr=None, n_fft=None, hop=None, X=
             elif not np.all(np.isfinite(r)):
                 why = "the last radius field holds non-finite values"
             else:
+                mode = run.get("mode", "truncate")
                 try:
-                    plot_spectrograms(X, r, run.get("mode", "truncate"), sr=sr, n_fft=n_fft,
-                                      hop=hop, axes=(a_before, a_after))
+                    plot_spectrograms(X, r, mode, sr=sr, n_fft=n_fft, hop=hop,
+                                      axes=(a_before, a_after))
                     a_after.set_title(f"after the blur: Y = blur(X, r at epoch "
-                                      f"{int(fields['epoch'].max())}, {run.get('mode', 'truncate')})")
+                                      f"{int(fields['epoch'].max())}, {mode})")
                 except (ValueError, SpecblurError) as exc:
                     why = f"cannot blur: {exc}"
         if why:
@@ -748,9 +768,10 @@ def plot_sweep(runs, history=None, fig=None, title=None):
     -------
     matplotlib.figure.Figure
     """
-    panels = [("m_mean", "final mean radius r (bins)", "log"),
-              ("mse", "final D = MSE", "linear"),
-              ("frac_identity", "final share with r ≤ 1 (%)", "linear")]
+    panels = [("m_mean", "final mean of m (= r for raw/relu, bins)", "final mean radius", "log"),
+              ("mse", "final D = MSE", "final MSE", "linear"),
+              ("frac_identity", "final share of bins with r ≤ 1 (%)", "final identity share",
+               "linear")]
     with matplotlib.rc_context(_RC):
         if fig is None:
             fig = Figure(figsize=(17, 4.8), layout="constrained")
@@ -762,12 +783,12 @@ def plot_sweep(runs, history=None, fig=None, title=None):
         colours = {m: f"C{i}" for i, m in enumerate(modes)}
         markers = {"entropy": "o", "mse": "s"}
         lam = ok["lam"].to_numpy(dtype=float) if "lam" in ok else np.array([])
-        for ax, (col, ylabel, yscale) in zip(axes, panels):
+        for ax, (col, ylabel, what, yscale) in zip(axes, panels):
             if col not in ok or not len(ok):
                 _note(ax, f"no {col} recorded")
                 continue
-            for (mode, where), group in ok.groupby(
-                    [ok["mode"].astype(str), ok.get("lambda_on", pd.Series("entropy", index=ok.index))]):
+            where_col = ok["lambda_on"] if "lambda_on" in ok else pd.Series("entropy", ok.index)
+            for (mode, where), group in ok.groupby([ok["mode"].astype(str), where_col]):
                 y = group[col].to_numpy(dtype=float) * (100 if col == "frac_identity" else 1)
                 ax.scatter(group["lam"], y, color=colours.get(mode, "k"),
                            marker=markers.get(where, "^"), s=50, alpha=0.8,
@@ -781,7 +802,7 @@ def plot_sweep(runs, history=None, fig=None, title=None):
                 ax.set_yscale("log")
             ax.set_xlabel("λ (lam)")
             ax.set_ylabel(ylabel)
-            ax.set_title(f"{ylabel.removeprefix('final ')} at the end, against λ")
+            ax.set_title(f"{what} against λ, by mode")
             ax.grid(alpha=0.3)
         axes[0].legend(loc="best")
         if history is not None:
@@ -789,7 +810,9 @@ def plot_sweep(runs, history=None, fig=None, title=None):
             for i, (rid, h) in enumerate(history.groupby("run_id", sort=False)):
                 h = _finite_history(h)
                 row = runs[runs["run_id"].astype(str) == str(rid)]
-                name = f"{rid}: " + run_label(row.iloc[0], ("lam", "mode")) if len(row) else str(rid)
+                name = str(rid)
+                if len(row):
+                    name += ": " + run_label(row.iloc[0], ("lam", "mode"))
                 ax.plot(h["epoch"], h["m_mean"], lw=1.2, label=name, color=f"C{i % 10}")
             ax.set_xlabel("epoch (updates)")
             ax.set_ylabel("mean radius r (bins)")
@@ -805,25 +828,35 @@ def plot_sweep(runs, history=None, fig=None, title=None):
 
 
 def _save(fig, path, dpi):
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    with matplotlib.rc_context(_RC):
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
 def _run_png(job):
-    """Draw and save one run's figure (in a worker process or in this one)."""
+    """Draw and save one run's figure (in a worker process or in this one).
+
+    Returns ``(run_id, png path or None, small history or None, problem or None)``; a run
+    whose files cannot be read or drawn is reported on the page instead of stopping it.
+    """
     folder, run, geo, X, dpi, keys = job
     folder = Path(folder)
     rid = str(run["run_id"])
-    hist_path = folder / "history" / f"{rid}.parquet"
-    history = pd.read_parquet(hist_path) if hist_path.is_file() else None
-    fields = read_fields(folder, rid)
-    out_path = folder / "outputs" / f"{rid}.parquet"
-    outputs = pd.read_parquet(out_path) if out_path.is_file() else None
-    if history is None and not len(fields):
-        return rid, None, None
-    fig = plot_run(history, fields, outputs, run, X=X, keys=keys, **geo)
-    png = _save(fig, folder / "report" / f"{rid}.png", dpi)
+    try:
+        hist_path = folder / "history" / f"{rid}.parquet"
+        history = pd.read_parquet(hist_path) if hist_path.is_file() else None
+        fields = read_fields(folder, rid)
+        out_path = folder / "outputs" / f"{rid}.parquet"
+        outputs = pd.read_parquet(out_path) if out_path.is_file() else None
+        if history is None and not len(fields):
+            return rid, None, None, None
+        fig = plot_run(history, fields, outputs, run, X=X, keys=keys, **geo)
+        png = _save(fig, folder / "report" / f"{rid}.png", dpi)
+    except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop the report
+        problem = f"cannot draw run {rid}: {type(exc).__name__}: {exc}"
+        print(f"specblur-report: warning: {problem}", file=sys.stderr)
+        return rid, None, None, problem
     small = history[["run_id", "epoch", "m_mean"]] if history is not None else None
-    return rid, png, small
+    return rid, png, small, None
 
 
 def write_report(folder, *, jobs=1, dpi=DPI):
@@ -833,8 +866,11 @@ def write_report(folder, *, jobs=1, dpi=DPI):
     ----------
     folder : str or os.PathLike
         A sweep's results folder (``<out>/<name>``).
-    jobs : int
-        Worker processes that draw the runs' figures (1: draw them in this process).
+    jobs : int or None
+        Worker processes (spawned) that draw the runs' figures; 1 draws them in this
+        process, and None picks ``min(4, CPU count)`` for 4 runs or more, else 1. A
+        script that calls this with ``jobs != 1`` needs an ``if __name__ == "__main__":``
+        guard, as for any spawned process pool.
     dpi : int
         Resolution of the PNG files.
 
@@ -865,6 +901,8 @@ def write_report(folder, *, jobs=1, dpi=DPI):
     X = input_magnitude(folder)
     keys = varying_settings(runs)
     jobs_list = [(str(folder), run.to_dict(), geo, X, dpi, keys) for _, run in runs.iterrows()]
+    if jobs is None:
+        jobs = min(4, os.cpu_count() or 1) if len(jobs_list) >= 4 else 1
     if jobs > 1 and len(jobs_list) > 1:
         import multiprocessing
 
@@ -873,13 +911,14 @@ def write_report(folder, *, jobs=1, dpi=DPI):
             done = list(pool.map(_run_png, jobs_list))
     else:
         done = [_run_png(job) for job in jobs_list]
-    pngs = {rid: png for rid, png, _ in done}
-    small = [h for _, _, h in done if h is not None]
+    pngs = {rid: png for rid, png, _, _ in done}
+    problems = {rid: problem for rid, _, _, problem in done if problem}
+    small = [h for _, _, h, _ in done if h is not None]
     history = pd.concat(small, ignore_index=True) if small else None
     name = sweep.get("name") or folder.name
     fig = plot_sweep(runs, history, title=f"sweep {name}: {len(runs)} runs")
     sweep_png = _save(fig, folder / "report" / "sweep.png", dpi)
-    page = _html(folder, name, runs, keys, pngs, sweep_png, sweep)
+    page = _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep)
     return atomic_write(folder / "report.html", lambda tmp: Path(tmp).write_text(page, "utf-8"))
 
 
@@ -905,10 +944,11 @@ header { position: sticky; top: 0; background: #fff; border-bottom: 1px solid #c
 h1 { font-size: 1.4em; margin: .2em 0; }
 table { border-collapse: collapse; font-size: .85em; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: .2em .5em; text-align: right; }
-th { background: #f0f0f0; position: sticky; top: 3.2em; }
+th { background: #f0f0f0; }
 td.text, th.text { text-align: left; }
 tr.failed { background: #fdd; } tr.diverged { background: #ffe9c7; }
-section { border-top: 2px solid #888; margin-top: 2em; }
+section { border-top: 2px solid #888; margin-top: 2em; scroll-margin-top: 5.5em; }
+h3 { font-size: 1em; margin: .8em 0 .3em; }
 img { max-width: 100%; height: auto; display: block; }
 .audio { display: flex; flex-wrap: wrap; gap: .6em 1.2em; }
 figure { margin: 0; } figcaption { font-size: .85em; color: #444; }
@@ -917,7 +957,7 @@ pre.error { background: #fee; padding: .5em; white-space: pre-wrap; }
 """
 
 
-def _html(folder, name, runs, keys, pngs, sweep_png, sweep):
+def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep):
     e = html.escape
     shown = keys or [k for k in ALWAYS_SHOWN if k in runs]
     original = folder / "audio" / "original.wav"
@@ -926,7 +966,7 @@ def _html(folder, name, runs, keys, pngs, sweep_png, sweep):
            "<header>", f"<h1>specblur sweep <code>{e(name)}</code></h1>"]
     if original.is_file():
         out.append(f'<figure><figcaption>original (input as analysed)</figcaption>'
-                   f'<audio controls preload="none" src="{e(_href(folder, original))}">'
+                   f'<audio controls preload="metadata" src="{e(_href(folder, original))}">'
                    f'</audio></figure>')
     else:
         out.append("<p>no original audio (the input was a spectrogram)</p>")
@@ -938,8 +978,8 @@ def _html(folder, name, runs, keys, pngs, sweep_png, sweep):
                    f"n_fft {e(_fmt(inp.get('n_fft')))}, hop {e(_fmt(inp.get('hop')))}; "
                    f"{len(runs)} runs.</p>")
     # the table of runs
-    cols = ["run"] + shown + ["status", "epochs"] + [m for m in TABLE_METRICS if m in runs] + \
-        ["wall s"]
+    cols = ["run"] + shown + ["status", "epochs done"] + \
+        [m for m in TABLE_METRICS if m in runs] + ["wall s"]
     out.append("<table><thead><tr>" + "".join(
         f'<th class="{"text" if c in ("run", "status") else ""}">{e(c)}</th>' for c in cols)
         + "</tr></thead><tbody>")
@@ -969,15 +1009,18 @@ def _html(folder, name, runs, keys, pngs, sweep_png, sweep):
                    f"{e(str(run.get('device', '')))}.</p>")
         if str(run.get("error", "") or ""):
             out.append(f'<pre class="error">{e(str(run["error"]))}</pre>')
+        if problems.get(rid):
+            out.append(f'<pre class="error">{e(problems[rid])}</pre>')
         if pngs.get(rid):
             out.append(f'<img src="{e(_href(folder, pngs[rid]))}" '
                        f'alt="plots of run {e(rid)}">')
         audio = _snapshot_audio(folder, rid)
         if audio:
+            out.append("<h3>blurred audio at each snapshot (the input's phase)</h3>")
             out.append('<div class="audio">')
             for epoch, wav in audio:
                 out.append(f"<figure><figcaption>epoch {epoch}</figcaption>"
-                           f'<audio controls preload="none" src="{e(_href(folder, wav))}">'
+                           f'<audio controls preload="metadata" src="{e(_href(folder, wav))}">'
                            f"</audio></figure>")
             out.append("</div>")
         out.append("</section>")
@@ -989,7 +1032,7 @@ def _html(folder, name, runs, keys, pngs, sweep_png, sweep):
 
 
 def main(argv=None):
-    """Entry point of ``specblur-report DIR [--jobs N]``.
+    """Entry point of ``specblur-report DIR [--jobs N]``: write ``DIR/report.html``.
 
     Parameters
     ----------
@@ -1006,10 +1049,11 @@ def main(argv=None):
         prog="specblur-report",
         description="Draw the plots of a sweep's results folder and write DIR/report.html.")
     parser.add_argument("folder", metavar="DIR", help="a sweep's results folder (<out>/<name>)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="worker processes that draw the runs' figures (default: 1)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="worker processes that draw the runs' figures "
+                             "(default: up to 4, one per CPU, for 4 runs or more)")
     args = parser.parse_args(argv)
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         print(f"{parser.prog}: error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
     try:

@@ -1,0 +1,372 @@
+"""``specblur-report`` (issue 5): the plots, ``report.html``, the command line, and the page
+rendered in a real browser (headless Chromium through Selenium).
+
+The module builds one small results folder by running a real sweep (a 0.3 s tone at
+8 kHz, three runs of six epochs, snapshots every three) and reuses it.
+"""
+import re
+import shutil
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from matplotlib.figure import Figure
+
+import specblur
+from specblur import report
+from specblur.runner import run_sweep
+from specblur.sweep_config import load_sweep
+
+SR = 8000
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def write_wav(path, seconds=0.3, sr=SR):
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * 440.0 * t) + 0.05 * np.sin(2 * np.pi * 1320.0 * t)
+    sf.write(str(path), y, sr, subtype="PCM_16")
+    return path
+
+
+def make_results(root, source="audio: a.wav", name="tiny"):
+    """Run a three-run sweep under ``root`` and return its results folder."""
+    root = Path(root)
+    if source.startswith("audio"):
+        write_wav(root / "a.wav")
+    sweep = root / f"{name}.yaml"
+    sweep.write_text(textwrap.dedent(f"""\
+        name: {name}
+        input: {{{source}, sr: 8000, n_fft: 64, hop: 32}}
+        base: {{epochs: 6, snapshot_every: 3, m_init: 2.0, lr: 1.0}}
+        runs:
+          - {{lam: 0.01}}
+          - {{lam: 1e4, lambda_on: mse, mode: conserve}}
+          - {{lam: 0.1, param: relu, model: {{kind: logmel, n_mels: 8}}}}
+        """))
+    run_sweep(load_sweep(sweep), out=root / "results")
+    return root / "results" / name
+
+
+class PageParser(HTMLParser):
+    """Collects the tags, attributes and table rows of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags = []            # (tag, attrs)
+        self.body_rows = 0
+        self._in_tbody = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "tbody":
+            self._in_tbody = True
+        elif tag == "tr" and self._in_tbody:
+            self.body_rows += 1
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_tbody = False
+
+    def attrs(self, tag):
+        return [a for t, a in self.tags if t == tag]
+
+    def links(self):
+        return [a[key] for _, a in self.tags for key in ("src", "href") if key in a]
+
+
+def parse(page):
+    parser = PageParser()
+    parser.feed(Path(page).read_text(encoding="utf-8"))
+    return parser
+
+
+def snapshot_wavs(folder):
+    return sorted((folder / "audio").glob("*/epoch_*.wav"))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A real results folder with its report written."""
+    folder = make_results(tmp_path_factory.mktemp("report"))
+    page = report.write_report(folder)
+    return folder, page
+
+
+# --- the files --------------------------------------------------------------------------
+
+
+def test_report_files(results):
+    folder, page = results
+    assert page == folder / "report.html" and page.is_file()
+    runs = pd.read_parquet(folder / "runs.parquet")
+    assert len(runs) == 3 and set(runs["status"]) == {"done"}
+    for name in [*runs["run_id"], "sweep"]:
+        png = folder / "report" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert png.stat().st_size > 10_000
+    assert not list(folder.rglob(".*.tmp")), "a temporary file was left behind"
+
+
+def test_table_has_a_row_per_run(results):
+    folder, page = results
+    runs = pd.read_parquet(folder / "runs.parquet")
+    parsed = parse(page)
+    assert parsed.body_rows == len(runs)
+    text = page.read_text(encoding="utf-8")
+    for rid in runs["run_id"]:
+        assert f'id="run-{rid}"' in text
+        assert f'href="#run-{rid}"' in text
+    # the settings that differ between runs, status and final metrics are columns
+    header = re.search(r"<thead>(.*?)</thead>", text, re.S).group(1)
+    for col in ("lam", "lambda_on", "mode", "param", "status", "loss", "mse", "m_mean"):
+        assert f">{col}<" in header, col
+
+
+def test_links_are_relative_and_resolve(results):
+    folder, page = results
+    links = parse(page).links()
+    assert links
+    for link in links:
+        parts = urlsplit(link)
+        assert not parts.scheme and not parts.netloc, link
+        if link.startswith("#"):
+            continue
+        assert not link.startswith("/"), link
+        assert ".." not in Path(unquote(parts.path)).parts, link
+        assert (folder / unquote(parts.path)).is_file(), link
+    assert str(folder) not in page.read_text(encoding="utf-8")
+
+
+def test_images_and_audio_players(results):
+    folder, page = results
+    parsed = parse(page)
+    runs = pd.read_parquet(folder / "runs.parquet")
+    srcs = [a["src"] for a in parsed.attrs("img")]
+    assert sorted(srcs) == sorted([f"report/{rid}.png" for rid in runs["run_id"]]
+                                  + ["report/sweep.png"])
+    audio = [a["src"] for a in parsed.attrs("audio")]
+    wavs = snapshot_wavs(folder)
+    assert len(wavs) == 3 * 2                          # epochs 3 and 6 of three runs
+    assert len(audio) == 1 + len(wavs)
+    assert "audio/original.wav" in audio
+    assert sorted(a for a in audio if a != "audio/original.wav") == sorted(
+        p.relative_to(folder).as_posix() for p in wavs)
+    assert all("controls" in a for a in parsed.attrs("audio"))
+
+
+def test_failed_run_escaping_and_missing_files(tmp_path, results):
+    """A failed run (no tables) shows its error, escaped; it has no plot and no players."""
+    folder, _ = results
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shutil.rmtree(copy / "report")
+    (copy / "report.html").unlink()
+    runs = pd.read_parquet(copy / "runs.parquet")
+    failed = runs.iloc[[0]].copy()
+    failed["run_id"] = "0123456789ab"
+    failed["status"] = "failed"
+    failed["error"] = "RuntimeError: the model broke <script>alert(1)</script>"
+    for col in report.METRICS:
+        failed[col] = np.nan
+    pd.concat([runs, failed], ignore_index=True).to_parquet(copy / "runs.parquet")
+    page = report.write_report(copy)
+    parsed = parse(page)
+    assert parsed.body_rows == len(runs) + 1
+    text = page.read_text(encoding="utf-8")
+    assert "<script>" not in text
+    assert "RuntimeError: the model broke &lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert 'id="run-0123456789ab"' in text
+    assert not (copy / "report" / "0123456789ab.png").exists()
+    assert len(parsed.attrs("img")) == len(runs) + 1
+    assert (copy / "report" / "sweep.png").is_file()
+
+
+def test_spectrogram_input_and_no_input(tmp_path):
+    """A ``.npy`` input has no audio: the report still works, and without the input file
+    the spectrograms before and after the blur are left out with a note."""
+    X = np.abs(specblur.audio.stft(np.sin(np.arange(2400) * 0.3), 64, 32))
+    np.save(tmp_path / "x.npy", X)
+    folder = make_results(tmp_path, source="spectrogram: x.npy", name="npy")
+    page = report.write_report(folder)
+    parsed = parse(page)
+    assert parsed.attrs("audio") == []
+    assert len(parsed.attrs("img")) == 3 + 1
+    assert "no original audio" in page.read_text(encoding="utf-8")
+    np.testing.assert_allclose(report.input_magnitude(folder), X)
+    (tmp_path / "x.npy").unlink()
+    assert report.input_magnitude(folder) is None
+    res = specblur.load(folder)
+    fig = report.plot_run(res.history, res.fields, res.outputs, res.runs.iloc[0], X=None,
+                          **report.read_geometry(folder))
+    notes = [t.get_text() for a in fig.axes for t in a.texts]
+    assert any("no input audio or spectrogram" in n for n in notes), notes
+
+
+def test_input_magnitude_from_original_wav(tmp_path, results):
+    """Without the input file, X is the STFT of audio/original.wav (the input as analysed)."""
+    folder, _ = results
+    exact = report.input_magnitude(folder)
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    sweep = (copy / "sweep.yaml").read_text()
+    (copy / "sweep.yaml").write_text(sweep.replace(str(folder.parent.parent / "a.wav"),
+                                                   str(tmp_path / "gone.wav")))
+    from_wav = report.input_magnitude(copy)
+    assert from_wav.shape == exact.shape == (33, 1 + int(0.3 * SR) // 32)
+    np.testing.assert_allclose(from_wav, exact, atol=1e-5 * exact.max())
+
+
+# --- the plotting API -------------------------------------------------------------------
+
+
+def test_plot_functions_take_the_dataframes_of_load(results):
+    folder, _ = results
+    res = specblur.load(folder)
+    geo = report.read_geometry(folder)
+    assert geo == {"sr": 8000, "n_fft": 64, "hop": 32}
+    X = report.input_magnitude(folder)
+    run = res.runs.iloc[1]
+    fig = report.plot_run(res.history, res.fields, res.outputs, run, X=X, **geo)
+    assert isinstance(fig, Figure)
+    assert "lam=1e+04" in fig._suptitle.get_text() and run["run_id"] in fig._suptitle.get_text()
+    labels = {a.get_xlabel() for a in fig.axes} | {a.get_ylabel() for a in fig.axes}
+    assert {"time (s)", "frequency (Hz)", "epoch (updates)", "radius r (bins)"} <= labels
+    titles = " | ".join(a.get_title() for a in fig.axes)
+    for word in ("loss parts", "gradient parts", "radius field", "radius histogram",
+                 "g_mse", "g_ent", "output distribution", "before the blur", "after the blur"):
+        assert word in titles, word
+    # the radius field marks r <= 1 and has a colour bar (one per heatmap)
+    field_ax = next(a for a in fig.axes if a.get_title().startswith("radius field"))
+    legend = field_ax.get_legend().get_texts()[0].get_text()
+    assert legend.startswith("r ≤ 1")
+    assert sum(a.get_ylabel().startswith(("radius r", "magnitude (dB")) for a in fig.axes) >= 3
+    # the time axis reaches the input's duration: frame t is at t * hop / sr seconds
+    T = X.shape[1]
+    assert field_ax.get_xlim()[1] == pytest.approx((T - 0.5) * 32 / 8000)
+    assert field_ax.get_ylim()[1] == pytest.approx((33 - 0.5) * 8000 / 64)
+
+    sweep = report.plot_sweep(res.runs, res.history, title="tiny")
+    assert isinstance(sweep, Figure) and len(sweep.axes) >= 4
+    assert sweep.axes[0].get_xlabel() == "λ (lam)"
+
+
+def test_single_panels_make_their_own_figure(results):
+    folder, _ = results
+    res = specblur.load(folder)
+    rid = res.runs.run_id.iloc[0]
+    hist = res.history[res.history.run_id == rid]
+    fields = report.read_fields(folder, rid, epochs="last")
+    assert set(fields["epoch"]) == {6}
+    ax = report.plot_loss_parts(hist, res.runs.iloc[0])
+    assert ax.get_xlabel() == "epoch (updates)"
+    ax = report.plot_radius_field(fields, sr=8000, n_fft=64, hop=32)
+    assert ax.get_xlabel() == "time (s)"
+    ax = report.plot_radius_field(fields)                # without the geometry: frames
+    assert ax.get_xlabel() == "frame"
+    assert set(report.read_fields(folder, rid)["epoch"]) == {3, 6}
+    assert set(report.read_fields(folder, rid, epochs="all")["epoch"]) == {3, 6}
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def test_main_writes_the_report(tmp_path, results, capsys):
+    folder, _ = results
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shutil.rmtree(copy / "report")
+    (copy / "report.html").unlink()
+    assert report.main([str(copy), "--jobs", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(copy / "report.html")
+    assert len(list((copy / "report").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "file"])
+def test_main_bad_folder(tmp_path, capsys, make):
+    target = tmp_path / "nope"
+    if make == "empty":
+        target.mkdir()
+    elif make == "file":
+        target.write_text("x")
+    assert report.main([str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("specblur-report: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and str(target) in err
+    assert not (target / "report.html").exists() if target.is_dir() else True
+
+
+def test_main_bad_jobs(results, capsys):
+    folder, _ = results
+    assert report.main([str(folder), "--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+
+
+# --- a real browser ---------------------------------------------------------------------
+
+
+def _browser():
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.skip("headless Chromium not installed: apt-get install chromium chromium-driver "
+                    "(.ci/run installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver",
+                                    reason="selenium not installed (the test extra has it)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    return webdriver, Service(executable_path=str(CHROMEDRIVER)), options
+
+
+def test_page_renders_in_headless_chromium(results, tmp_path):
+    folder, page = results
+    webdriver, service, options = _browser()
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=1400,2000",
+                f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(page.resolve().as_uri())
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+            "return document.readyState === 'complete' && "
+            "Array.from(document.images).every(i => i.complete)"))
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+        runs = pd.read_parquet(folder / "runs.parquet")
+        assert len(images) == len(runs) + 1
+        assert all(width > 0 for _, width in images), images
+
+        # every player is there, points at an existing file, and the browser can decode it
+        audio = driver.execute_script(
+            "return Array.from(document.querySelectorAll('audio[controls]'))"
+            ".map(a => a.getAttribute('src'))")
+        assert len(audio) == 1 + len(snapshot_wavs(folder))
+        for src in audio:
+            assert (folder / unquote(src)).is_file(), src
+        driver.execute_script(
+            "document.querySelectorAll('audio').forEach(a => {a.preload = 'metadata'; a.load();})")
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+            "return Array.from(document.querySelectorAll('audio'))"
+            ".every(a => a.readyState >= 1 || a.error)"))
+        states = driver.execute_script(
+            "return Array.from(document.querySelectorAll('audio'))"
+            ".map(a => [a.getAttribute('src'), a.error && a.error.code, a.duration])")
+        for src, error, duration in states:
+            assert error is None, (src, error)
+            assert duration == pytest.approx(0.3, abs=0.01), (src, duration)
+        driver.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        driver.quit()
