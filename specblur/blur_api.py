@@ -89,6 +89,7 @@ class _Inputs:
         if device not in DEVICES:
             raise SpecblurError(f"unknown device {device!r}; valid devices are {', '.join(DEVICES)}")
         self.device = device
+        arrays = {name: a if is_device_array(a) else np.asarray(a) for name, a in arrays.items()}
         first = next(iter(arrays.values()))
         self.on_device = is_device_array(first)
         if device == "cuda":
