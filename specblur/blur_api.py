@@ -26,9 +26,9 @@ def blur(X, r, mode="truncate", device="cpu"):
     Returns
     -------
     Y : ndarray or CUDA device array, shape of ``X``
-        ``Y[:, t] = W_t @ X[:, t]`` (SPEC §3-4), in the inputs' floating dtype
-        (float32 stays float32; anything else becomes float64). A device array exactly
-        when ``X`` is one.
+        ``Y[:, t] = W_t @ X[:, t]`` (SPEC §3-4), in ``numpy.result_type`` of the
+        inputs and float32: float32 stays float32, float64 and int32/int64 give float64,
+        and smaller types give float32. A device array exactly when ``X`` is one.
 
     Raises
     ------

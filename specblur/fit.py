@@ -8,7 +8,7 @@ import pandas as pd
 from . import objective
 from .audio import Spectrogram
 from .errors import SpecblurError
-from .models import make_model
+from .models import check_model_input, make_model
 from .settings import resolve
 
 HISTORY_COLUMNS = ("epoch", "loss", "mse", "entropy", *objective.STATS, "energy_ratio", "seconds")
@@ -31,7 +31,7 @@ class FitResult:
     status : str
         ``"done"``, or ``"diverged"`` if ``m``, ``r`` or the loss stopped being finite.
     settings : dict
-        The resolved settings of the run.
+        The resolved settings of the run (``m_init`` is None if it was a field).
     """
 
     m: np.ndarray
@@ -87,19 +87,21 @@ def fit(X, *, sr=16000, device="cpu", callback=None, **settings):
         settings = {**settings, "m_init": 1.0}
     cfg = resolve(settings, where="fit")
     r0 = _check_field(r0, X.shape, cfg["param"]) if field_init else cfg["m_init"]
+    if spec is not None:
+        check_model_input(cfg["model"], sr=spec.sr, n_fft=spec.n_fft, hop=spec.hop, where="fit")
     model = make_model(cfg["model"], sr=spec.sr if spec else int(sr),
                        n_fft=spec.n_fft if spec else 2 * (X.shape[0] - 1),
                        n_bins=X.shape[0], seed=cfg["seed"])
     with np.errstate(all="ignore"):
         result = _Descent(X, r0, cfg, model, device).run(callback)
-    result.settings = cfg
+    result.settings = {**cfg, "m_init": None} if field_init else cfg
     return result
 
 
 def _check_spectrogram(X):
     X = np.asarray(X)
-    if X.ndim != 2:
-        raise SpecblurError(f"X must be a 2-D (K, T) spectrogram, got shape {X.shape}")
+    if X.ndim != 2 or X.size == 0:
+        raise SpecblurError(f"X must be a non-empty 2-D (K, T) spectrogram, got shape {X.shape}")
     if X.dtype.kind not in "fiu":
         raise SpecblurError(f"X must have a real dtype, got {X.dtype}")
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -179,7 +181,7 @@ class _Descent:
         else:
             self.c_mse, self.c_ent = cfg["lam"], 1.0
         self.h_scale = 1.0 / X.size if cfg["entropy_reduce"] == "mean" else 1.0
-        self.ref = np.array(model.forward(X), dtype=np.float64)
+        self.ref = np.array(model.forward(X), dtype=np.float64, order="C")
         self.g_out = np.empty_like(self.ref)
         self.x_total = float(X.sum())
         self.stats = np.empty(len(objective.STATS))
@@ -200,12 +202,13 @@ class _Descent:
         Y = self.blur.forward(self.r)
         out = self.model.forward(Y)
         D = objective.mse_and_grad(f(out), f(self.ref), self.c_mse, f(self.g_out))
-        dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
-        infinite_h = objective.gradient_parts(f(self.m), f(self.r), f(dr), f(self.drdm),
-                                              self.code, cfg["eps"], self.c_ent * self.h_scale,
-                                              f(self.g_mse), f(self.g_ent))
-        if infinite_h or not np.isfinite(D):
+        if not np.isfinite(D):
             return None
+        dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
+        if objective.gradient_parts(f(self.m), f(self.r), f(dr), f(self.drdm), self.code,
+                                    cfg["eps"], self.c_ent * self.h_scale, f(self.g_mse),
+                                    f(self.g_ent)):
+            return None  # some h(m) = log(0)
         H = loss = np.nan
         if log:
             H = self.h_scale * objective.entropy_sum(f(self.m), f(self.r), self.code, cfg["eps"])

@@ -17,7 +17,8 @@ import scipy.sparse as sp
 from .errors import SpecblurError
 from .settings import suggest, to_float, to_int
 
-__all__ = ["MODEL_KEYS", "Identity", "LogMel", "MLP", "make_model", "validate_model_spec"]
+__all__ = ["MODEL_KEYS", "MODEL_INPUT", "Identity", "LogMel", "MLP", "check_model_input",
+           "make_model", "validate_model_spec"]
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -41,6 +42,14 @@ MODEL_KEYS = {
         "fmax": (float, None),
     },
     "python": {"factory": (str, None)},
+    # The pretrained GE2E speaker encoder of resemblyzer (specblur.speaker); needs torch.
+    "speaker_encoder": {"dtype": (str, "float32")},
+}
+
+# Input settings a model kind consumes: the spectrogram the sweep learns on must be the
+# one the model was trained on, so a sweep whose input differs is rejected before it runs.
+MODEL_INPUT = {
+    "speaker_encoder": {"sr": 16000, "n_fft": 400, "hop": 160},
 }
 
 # Keyword arguments make_model passes to a plug-in factory itself.
@@ -82,6 +91,10 @@ def _check_range(out, kind):
             raise SpecblurError(
                 f"model.activation {out['activation']!r} is not one of "
                 f"{', '.join(ACTIVATIONS)}{suggest(out['activation'], ACTIVATIONS)}")
+    if kind == "speaker_encoder" and out["dtype"] not in ("float32", "float64"):
+        raise SpecblurError(
+            f"model.dtype must be one of float32, float64, got {out['dtype']!r}"
+            f"{suggest(out['dtype'], ('float32', 'float64'))}")
     if kind == "python":
         factory = out["factory"]
         module, _, attr = factory.partition(":")
@@ -152,6 +165,48 @@ def validate_model_spec(spec):
             out[key] = list(default) if isinstance(default, list) else default
     _check_range(out, kind)
     return out
+
+
+def check_model_input(spec, *, sr, n_fft, hop=None, where=None):
+    """Check that the input settings give the spectrogram a model kind consumes.
+
+    Parameters
+    ----------
+    spec : Mapping or str
+        A model spec (only its ``kind`` is read).
+    sr, n_fft : int
+        The input's sample rate and DFT length.
+    hop : int, optional
+        The input's hop; not checked when None (a bare array has none).
+    where : str, optional
+        Prefix for the message (a sweep file).
+
+    Raises
+    ------
+    SpecblurError
+        Naming the input settings the model needs, for a kind listed in `MODEL_INPUT`
+        whose needs differ from the input's; and, for ``speaker_encoder``, when torch or
+        the resemblyzer weights are not installed.
+    """
+    kind = spec if isinstance(spec, str) else spec.get("kind")
+    needs = MODEL_INPUT.get(kind)
+    if needs is None:
+        return
+    prefix = f"{where}: " if where else ""
+    have = {"sr": sr, "n_fft": n_fft, "hop": hop}
+    wrong = [k for k in needs if have[k] is not None and int(have[k]) != needs[k]]
+    if wrong:
+        want = ", ".join(f"{k}: {v}" for k, v in needs.items())
+        got = ", ".join(f"{k}={have[k]}" for k in wrong)
+        raise SpecblurError(
+            f"{prefix}model kind {kind!r} consumes its own spectrogram and needs the input "
+            f"settings {{{want}}}; got {got}. Set them under 'input:'")
+    if kind == "speaker_encoder":
+        from .speaker import missing_requirements
+
+        problem = missing_requirements()
+        if problem:
+            raise SpecblurError(prefix + problem)
 
 
 class Identity:
@@ -355,6 +410,11 @@ def make_model(spec, *, sr, n_fft, n_bins, seed=0):
                 f"model factory {factory!r} returned {type(model).__name__}, which has no "
                 f"callable {' or '.join(missing)}")
         return model
+    if kind == "speaker_encoder":
+        from .speaker import SpeakerEncoder
+
+        check_model_input(kind, sr=sr, n_fft=n_fft)
+        return SpeakerEncoder(sr, n_fft, n_bins, **spec)
     if n_bins != n_fft // 2 + 1:
         raise SpecblurError(
             f"model kind {kind!r} needs n_bins == n_fft // 2 + 1, got n_bins={n_bins} "

@@ -116,11 +116,19 @@ def _execute_local(tasks, jobs):
                                                "OPENBLAS_NUM_THREADS")}
     os.environ.update({k: str(threads) for k in saved})  # read by the spawned workers
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                                   initargs=(threads,),
+                                   mp_context=multiprocessing.get_context("spawn"))
+        try:
             futures = [pool.submit(execute_run, task) for task in tasks]
             for future in as_completed(futures):
                 yield future.result()
+        except BaseException:  # Ctrl-C or a closed generator: drop the queued runs now
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -130,7 +138,11 @@ def _execute_local(tasks, jobs):
 
 
 def _init_worker(threads):
+    import signal
+
     import numba
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 

@@ -129,6 +129,10 @@ def resolve(settings, where="settings"):
         out["snapshot_every"] = out["epochs"]
     if out["param"] in ("softplus", "exp") and out["m_init"] <= 0:
         raise SpecblurError(f"{where}: m_init must be > 0 with param {out['param']!r}, got {out['m_init']}")
-    if out["eps"] < 0:
-        raise SpecblurError(f"{where}: eps must be >= 0, got {out['eps']}")
+    for key, low, high in (("eps", 0.0, np.inf), ("adam_eps", 0.0, np.inf),
+                           ("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0)):
+        if not low <= out[key] < high:
+            raise SpecblurError(f"{where}: {key} must be in [{low:g}, {high:g}), got {out[key]}")
+    if out["lr"] <= 0:
+        raise SpecblurError(f"{where}: lr must be positive, got {out['lr']}")
     return out

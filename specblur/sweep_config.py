@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from .errors import SpecblurError
+from .models import check_model_input
 from .settings import SETTINGS, resolve, suggest, to_float, to_int
 
 TOP_KEYS = ("name", "input", "base", "runs", "grid", "seeds")
@@ -115,8 +116,9 @@ def load_sweep(path):
         if key not in TOP_KEYS:
             raise SpecblurError(f"{where}: unknown top-level key {key!r}{suggest(key, TOP_KEYS)}")
     name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
-        raise SpecblurError(f"{where}: name must be a plain folder name (letters, digits, _ . -), got {name!r}")
+    if not isinstance(name, str) or not re.fullmatch(r"\w[\w.-]*", name):
+        raise SpecblurError(f"{where}: name must be a plain folder name (letters, digits, _ . -, "
+                            f"starting with a letter or digit), got {name!r}")
     inp = _check_input(raw.get("input"), path.parent, where)
     digest = file_sha256(inp.get("audio") or inp["spectrogram"])
     base = _nested(_mapping(raw.get("base", {}), f"{where}: base"), f"{where}: base")
@@ -139,13 +141,31 @@ def load_sweep(path):
                     f"{where}: runs[{i}] and grid both set {clash!r}; set it in one place")
             for seed in seeds:
                 merged = _merge(_merge(_merge(base, entry), point), {"seed": seed})
-                settings = resolve(merged, where=f"{where}: runs[{i}]")
+                settings = resolve(merged, where=_origin(where, raw, i, point))
+                check_model_input(settings["model"], sr=inp["sr"], n_fft=inp["n_fft"],
+                                  hop=inp["hop"], where=f"{where}: runs[{i}]")
                 run_id = make_run_id(settings, digest, inp)
                 if run_id not in seen:
                     seen.add(run_id)
                     runs.append(Run(run_id, settings))
     return Sweep(name=name, path=path.resolve(), input=inp, input_sha256=digest, runs=runs,
                  raw=raw)
+
+
+def _origin(where, raw, i, point):
+    """How messages name the run being resolved: its runs entry and grid point."""
+    parts = [f"runs[{i}]"] if raw.get("runs") else ["base"]
+    if point:
+        parts.append("grid point " + ", ".join(f"{k}={v}" for k, v in _dotted(point)))
+    return f"{where}: " + " with ".join(parts)
+
+
+def _dotted(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _dotted(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def make_run_id(settings, input_sha256, input_settings):
@@ -158,9 +178,12 @@ def make_run_id(settings, input_sha256, input_settings):
 def file_sha256(path):
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise SpecblurError(f"cannot read input file {path}: {exc.strerror or exc}") from None
     return digest.hexdigest()
 
 

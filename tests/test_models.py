@@ -147,7 +147,7 @@ def test_validate_fills_defaults_and_casts():
     assert validate_model_spec({"kind": "logmel"}) == {
         "kind": "logmel", "n_mels": 40, "fmin": 0.0, "fmax": None, "eps": 1e-6}
     assert validate_model_spec("identity") == {"kind": "identity"}
-    assert set(MODEL_KEYS) == {"identity", "logmel", "mlp", "python"}
+    assert set(MODEL_KEYS) == {"identity", "logmel", "mlp", "python", "speaker_encoder"}
     assert MODEL_KEYS["logmel"]["n_mels"] == (int, 40)
 
 

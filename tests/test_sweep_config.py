@@ -195,7 +195,7 @@ def test_runs_entry_and_grid_on_different_model_keys_is_fine(folder):
 
 def test_scientific_notation_is_float(folder):
     sweep = load(folder, """\
-        base: {lam: 1e5, m_init: 1e-6, eps: 1E-9, lr: -2.5e+1, epochs: 1e3}
+        base: {lam: 1e5, m_init: 1e-6, eps: 1E-9, lr: +2.5e+1, epochs: 1e3}
         grid:
           beta2: [1e-3, 5e-1]
         """)
@@ -206,7 +206,7 @@ def test_scientific_notation_is_float(folder):
     assert all(isinstance(v, float) for v in sweep.raw["grid"]["beta2"])
     s = sweep.runs[0].settings
     assert s["lam"] == 100000.0 and type(s["lam"]) is float
-    assert s["m_init"] == 1e-6 and s["eps"] == 1e-9 and s["lr"] == -25.0
+    assert s["m_init"] == 1e-6 and s["eps"] == 1e-9 and s["lr"] == 25.0
     assert s["epochs"] == 1000 and type(s["epochs"]) is int
     assert [r.settings["beta2"] for r in sweep.runs] == [1e-3, 0.5]
 

@@ -79,6 +79,8 @@ def _blocks(nb, T):
 def blur_forward(X, R, conserve, Y):
     """Write ``blur(X, R)`` into ``Y``; device arrays of shape ``(B, K, T)``."""
     nb, K, T = X.shape
+    if X.size == 0:
+        return
     d2 = cuda.device_array((nb, K + 2, T), dtype=np.float64)
     _forward_kernel[_blocks(nb, T), THREADS](X, R, conserve, d2, Y)
 
@@ -86,6 +88,8 @@ def blur_forward(X, R, conserve, Y):
 def blur_backward(X, R, G, conserve, dX, dR):
     """Write the vector-Jacobian products of ``blur`` into ``dX`` and ``dR`` (device arrays)."""
     nb, K, T = X.shape
+    if X.size == 0:
+        return
     P0 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
     P1 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
     _backward_kernel[_blocks(nb, T), THREADS](X, R, G, conserve, P0, P1, dX, dR)

@@ -1,0 +1,168 @@
+"""Φ = the pretrained GE2E speaker encoder shipped inside the ``resemblyzer`` wheel.
+
+The network is rebuilt here in PyTorch and its weights are read from
+``resemblyzer/pretrained.pt`` (Apache-2.0), found with :func:`importlib.util.find_spec`
+so that ``resemblyzer`` itself (whose import pulls in ``webrtcvad``) is never imported.
+
+Architecture, as in ``resemblyzer.VoiceEncoder`` and ``resemblyzer.audio``:
+
+1. the power spectrogram ``Y**2`` (16 kHz, ``n_fft`` 400 = 25 ms, hop 160 = 10 ms,
+   periodic Hann, centred frames with zero padding: the ``librosa.feature.melspectrogram``
+   defaults resemblyzer calls) through librosa's 40-band Slaney mel filterbank, with no
+   logarithm, laid out frames × mels;
+2. a 3-layer LSTM with 256 units, run once over all the utterance's frames (not over
+   1.6 s partial windows, and with no silence trimming);
+3. the last layer's final hidden state, a linear layer 256 → 256, ReLU, L2 normalisation.
+
+The output is the 256-d embedding, returned as shape ``(256, 1)`` (dimension first, one
+"frame"). The VJP comes from torch autograd. Torch is imported only when the model is
+built, and limited to one thread per process.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpecblurError
+
+__all__ = ["SpeakerEncoder", "INPUT", "weights_path", "missing_requirements"]
+
+# The input settings the encoder consumes (resemblyzer.hparams).
+INPUT = {"sr": 16000, "n_fft": 400, "hop": 160}
+N_MELS = 40
+HIDDEN = 256
+EMBEDDING = 256
+LAYERS = 3
+DTYPES = ("float32", "float64")
+
+INSTALL_HINT = ("pip install 'specblur[speaker]' && pip install --no-deps resemblyzer")
+
+
+def weights_path():
+    """Path of ``resemblyzer/pretrained.pt``, or None when resemblyzer is not installed."""
+    try:
+        spec = importlib.util.find_spec("resemblyzer")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or ():
+        path = Path(folder) / "pretrained.pt"
+        if path.is_file():
+            return path
+    return None
+
+
+def missing_requirements():
+    """A message naming what the encoder lacks (torch, the weights), or None."""
+    missing = []
+    if importlib.util.find_spec("torch") is None:
+        missing.append("PyTorch")
+    if weights_path() is None:
+        missing.append("the resemblyzer weights (resemblyzer/pretrained.pt)")
+    if not missing:
+        return None
+    return (f"model kind 'speaker_encoder' needs {' and '.join(missing)}; install with: "
+            f"{INSTALL_HINT}")
+
+
+class SpeakerEncoder:
+    """The GE2E speaker encoder as a downstream model Φ.
+
+    Parameters
+    ----------
+    sr, n_fft, n_bins : int
+        The spectrogram's sample rate, DFT length and number of bins; they must be
+        16000, 400 and 201.
+    dtype : {'float32', 'float64'}
+        Precision of the network (the weights are stored in float32).
+    weights : str or os.PathLike, optional
+        A checkpoint with resemblyzer's layout; default ``resemblyzer/pretrained.pt``.
+    """
+
+    def __init__(self, sr, n_fft, n_bins, dtype="float32", weights=None):
+        if (sr, n_fft) != (INPUT["sr"], INPUT["n_fft"]) or n_bins != INPUT["n_fft"] // 2 + 1:
+            raise SpecblurError(
+                f"model kind 'speaker_encoder' needs input sr={INPUT['sr']}, "
+                f"n_fft={INPUT['n_fft']} (K={INPUT['n_fft'] // 2 + 1} bins), "
+                f"hop={INPUT['hop']}; got sr={sr}, n_fft={n_fft}, K={n_bins}")
+        if dtype not in DTYPES:
+            raise SpecblurError(f"model.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if weights is None:
+            problem = missing_requirements()
+            if problem:
+                raise SpecblurError(problem)
+            weights = weights_path()
+        try:
+            import torch
+        except ImportError:
+            raise SpecblurError(missing_requirements() or "PyTorch is missing") from None
+        import librosa
+
+        torch.set_num_threads(1)  # two threads make forward+backward ~50x slower here
+        self.torch = torch
+        self.n_bins = n_bins
+        self.dtype = getattr(torch, dtype)
+        try:
+            checkpoint = torch.load(str(weights), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise SpecblurError(f"cannot read speaker encoder weights {weights}: {exc}") from exc
+        state = checkpoint.get("model_state", checkpoint)
+        self.lstm = torch.nn.LSTM(N_MELS, HIDDEN, LAYERS, batch_first=True)
+        self.linear = torch.nn.Linear(HIDDEN, EMBEDDING)
+        for prefix, module in (("lstm.", self.lstm), ("linear.", self.linear)):
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                module.load_state_dict(sub, strict=True)
+            except RuntimeError as exc:
+                raise SpecblurError(f"speaker encoder weights {weights}: {exc}") from None
+            module.to(self.dtype).eval().requires_grad_(False)
+        mel = librosa.filters.mel(sr=INPUT["sr"], n_fft=INPUT["n_fft"], n_mels=N_MELS,
+                                  dtype=np.float64)
+        self.mel = mel
+        self._mel_t = torch.from_numpy(mel.T.copy()).to(self.dtype)  # (K, n_mels)
+        self._cache = None
+
+    def _check(self, Y):
+        Y = np.asarray(Y)
+        if Y.ndim not in (2, 3) or Y.shape[-2] != self.n_bins:
+            raise ValueError(f"expected ({self.n_bins}, T) or (B, {self.n_bins}, T), "
+                             f"got shape {Y.shape}")
+        return Y
+
+    def _embed(self, Yt):
+        """Embeddings ``(B, 256)`` of a ``(B, K, T)`` magnitude tensor."""
+        power = Yt * Yt
+        mels = power.transpose(1, 2) @ self._mel_t           # (B, T, n_mels), not log
+        _, (hidden, _) = self.lstm(mels)
+        raw = self.torch.relu(self.linear(hidden[-1]))
+        return raw / self.torch.linalg.vector_norm(raw, dim=1, keepdim=True)
+
+    def forward(self, Y):
+        """The unit-norm embedding, shape ``(256, 1)`` (or ``(B, 256, 1)``), float64."""
+        Y = self._check(Y)
+        batch = Y.ndim == 3
+        Yt = self.torch.tensor(Y if batch else Y[None], dtype=self.dtype).requires_grad_(True)
+        with self.torch.enable_grad():
+            emb = self._embed(Yt)
+        # Kept for the vjp that usually follows at the same Y (one forward per epoch).
+        self._cache = (np.array(Y, copy=True), Yt, emb)
+        out = emb.detach().numpy().astype(np.float64)[..., None]
+        return out if batch else out[0]
+
+    def vjp(self, Y, g_out):
+        """Pull `g_out` of shape ``(256, 1)`` (or ``(B, 256, 1)``) back to ``Y``'s shape."""
+        Y = self._check(Y)
+        cache, self._cache = self._cache, None
+        if cache is None or cache[0].shape != Y.shape or not np.array_equal(cache[0], Y):
+            self.forward(Y)
+            cache, self._cache = self._cache, None
+        _, Yt, emb = cache
+        g = np.asarray(g_out, dtype=np.float64)
+        batch = Y.ndim == 3
+        g = g.reshape(emb.shape) if batch else g.reshape(1, -1)
+        (grad,) = self.torch.autograd.grad(emb, Yt, self.torch.tensor(g, dtype=self.dtype))
+        grad = grad.numpy().astype(np.float64)
+        return grad if batch else grad[0]
