@@ -10,6 +10,8 @@ from .blur_api import MODES, blur, blur_vjp
 from .audio import Spectrogram
 from .fit import FitResult, fit
 from .results import load
+from .segments import segments
 
-__all__ = ["MODES", "FitResult", "Spectrogram", "SpecblurError", "blur", "blur_vjp", "fit", "load"]
+__all__ = ["MODES", "FitResult", "Spectrogram", "SpecblurError", "blur", "blur_vjp", "fit", "load",
+           "segments"]
 __version__ = "0.1.0"

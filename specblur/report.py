@@ -918,7 +918,12 @@ def write_report(folder, *, jobs=1, dpi=DPI):
     name = sweep.get("name") or folder.name
     fig = plot_sweep(runs, history, title=f"sweep {name}: {len(runs)} runs")
     sweep_png = _save(fig, folder / "report" / "sweep.png", dpi)
-    page = _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep)
+    # the per-label radius comparison, when the sweep wrote segments tables
+    from .segments import load_segments, plot_segments
+    seg = load_segments(folder)
+    seg_png = _save(plot_segments(seg), folder / "report" / "segments.png", dpi) \
+        if len(seg) else None
+    page = _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, seg_png)
     return atomic_write(folder / "report.html", lambda tmp: Path(tmp).write_text(page, "utf-8"))
 
 
@@ -957,7 +962,7 @@ pre.error { background: #fee; padding: .5em; white-space: pre-wrap; }
 """
 
 
-def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep):
+def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, segments_png=None):
     e = html.escape
     shown = keys or [k for k in ALWAYS_SHOWN if k in runs]
     original = folder / "audio" / "original.wav"
@@ -996,6 +1001,10 @@ def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep):
     out.append("</tbody></table>")
     out.append('<h2>Across runs</h2>')
     out.append(f'<img src="{e(_href(folder, sweep_png))}" alt="comparison across runs">')
+    if segments_png:
+        out.append('<h2 id="segments">Final radius by segment label and band</h2>')
+        out.append(f'<img src="{e(_href(folder, segments_png))}" '
+                   f'alt="final radius by segment label and band">')
     settings = setting_columns(runs)
     for _, run in runs.iterrows():
         rid = str(run["run_id"])

@@ -83,6 +83,13 @@ def run_sweep(sweep, out="results", jobs=1, device="cpu", scheduler=None, force=
                   f"{row['wall_seconds']:.1f} s" + (f": {row['error']}" if row["error"] else ""),
                   flush=True)
     bar.close()
+    if sweep.input.get("segments"):  # per-segment radius statistics of every finished run
+        from .segments import write_sweep_segments
+        finished = results.read_runs(folder)
+        finished = finished[finished["status"].isin(FINISHED)]["run_id"].astype(str)
+        ids = {run.run_id for run in sweep.runs}
+        write_sweep_segments(folder, sweep.input["segments"], spec,
+                             [rid for rid in finished if rid in ids])
     return results.read_runs(folder)
 
 

@@ -19,7 +19,8 @@ from .settings import SETTINGS, resolve, suggest, to_float, to_int
 
 TOP_KEYS = ("name", "input", "base", "runs", "grid", "seeds")
 INPUT_KEYS = {"audio": None, "spectrogram": None, "sr": 16000, "n_fft": 512, "hop": 128,
-              "normalize_dbfs": None}
+              "normalize_dbfs": None,
+              "segments": None}  # see specblur.segments.check_config
 
 
 class _Loader(yaml.SafeLoader):
@@ -170,7 +171,9 @@ def _dotted(tree, prefix=""):
 
 def make_run_id(settings, input_sha256, input_settings):
     """First 12 hex digits of the sha256 of the settings, input file hash and input settings."""
-    inp = {k: v for k, v in input_settings.items() if k not in ("audio", "spectrogram")}
+    # segments do not change the fit, so they are not part of the run id
+    inp = {k: v for k, v in input_settings.items()
+           if k not in ("audio", "spectrogram", "segments")}
     blob = json.dumps([settings, input_sha256, inp], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -294,4 +297,7 @@ def _check_input(inp, folder, where):
             raise SpecblurError(f"{where}: input.{key} must be positive, got {out[key]}")
     if out["normalize_dbfs"] is not None:
         out["normalize_dbfs"] = to_float(out["normalize_dbfs"], f"{where}: input.normalize_dbfs")
+    # input.segments: a file path, auto, or a mapping
+    from .segments import check_config
+    out["segments"] = check_config(out["segments"], folder, where, has_audio=source == "audio")
     return out
