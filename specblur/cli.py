@@ -48,6 +48,9 @@ def sweep_main(argv=None):
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; finished runs are kept, rerun to go on", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = None
+        return 0
     _print_summary(sweep, runs)
     return 1 if (runs[runs["run_id"].isin([r.run_id for r in sweep.runs])]["status"] == "failed").any() else 0
 

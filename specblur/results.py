@@ -18,7 +18,7 @@ import yaml
 from ._io import atomic_write
 from .errors import SpecblurError
 
-TABLES = ("history", "fields", "outputs")
+TABLES = ("history", "fields", "outputs", "segments")
 
 
 def write_table(path, df):
@@ -71,6 +71,9 @@ class Results:
     Attributes
     ----------
     runs, history, fields, outputs : pandas.DataFrame
+    segments : pandas.DataFrame
+        Radius statistics by segment label and band; empty unless the sweep set
+        ``input.segments``.
     path : pathlib.Path
     """
 
@@ -79,6 +82,7 @@ class Results:
     history: pd.DataFrame
     fields: pd.DataFrame
     outputs: pd.DataFrame
+    segments: pd.DataFrame
 
 
 def load(folder, tables=TABLES):
