@@ -175,7 +175,9 @@ class _Descent:
         own_radius = cfg["param"] in ("softplus", "exp")
         self.r = np.empty_like(X) if own_radius else self.m
         self.drdm = np.empty_like(X) if own_radius else self.m  # unused for raw and relu
-        self.g_mse, self.g_ent = np.empty_like(X), np.empty_like(X)
+        self.g_mse = np.empty_like(X) if own_radius else None  # raw, relu: g_mse is dr
+        self.g_ent = np.empty_like(X)
+        self.m_finite = False  # known only after a step; radius() checks the start
         if cfg["lambda_on"] == "entropy":
             self.c_mse, self.c_ent = 1.0, cfg["lam"]
         else:
@@ -197,16 +199,19 @@ class _Descent:
         loss is not finite. The entropy and loss values are computed only if ``log``.
         """
         f, cfg = _f, self.cfg
-        if objective.radius(f(self.m), self.code, project, f(self.r), f(self.drdm)):
-            return None
+        # raw and relu use m as the radius; the last step already counted non-finite m
+        if project or self.code >= 2 or not self.m_finite:
+            if objective.radius(f(self.m), self.code, project, f(self.r), f(self.drdm)):
+                return None
         Y = self.blur.forward(self.r)
         out = self.model.forward(Y)
         D = objective.mse_and_grad(f(out), f(self.ref), self.c_mse, f(self.g_out))
         if not np.isfinite(D):
             return None
         dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
+        g_mse = dr if self.code <= 1 else self.g_mse  # dr/dm = 1 for raw and relu
         if objective.gradient_parts(f(self.m), f(self.r), f(dr), f(self.drdm), self.code,
-                                    cfg["eps"], self.c_ent * self.h_scale, f(self.g_mse),
+                                    cfg["eps"], self.c_ent * self.h_scale, f(g_mse),
                                     f(self.g_ent)):
             return None  # some h(m) = log(0)
         H = loss = np.nan
@@ -215,24 +220,25 @@ class _Descent:
             loss = self.c_mse * D - self.c_ent * H
             if not np.isfinite(loss):
                 return None
-        objective.statistics(f(self.m), f(self.r), f(self.g_mse), f(self.g_ent), self.stats)
+        objective.statistics(f(self.m), f(self.r), f(g_mse), f(self.g_ent), self.stats)
         values = (loss, D, H, *self.stats, float(Y.sum()) / self.x_total if self.x_total else np.nan)
-        snap = self.snapshot(self.m.copy(), self.r.copy(), Y, out) if snapshot else None
+        snap = self.snapshot(self.m.copy(), self.r.copy(), Y, g_mse, out) if snapshot else None
         if update:
             if not self.adam:
-                objective.sgd_step(f(self.m), f(self.g_mse), f(self.g_ent), cfg["lr"])
+                bad = objective.sgd_step(f(self.m), f(g_mse), f(self.g_ent), cfg["lr"])
             else:
-                objective.adam_step(f(self.m), f(self.g_mse), f(self.g_ent), cfg["lr"],
-                                    cfg["beta1"], cfg["beta2"], cfg["adam_eps"], n + 1,
-                                    f(self.mom1), f(self.mom2))
+                bad = objective.adam_step(f(self.m), f(g_mse), f(self.g_ent), cfg["lr"],
+                                          cfg["beta1"], cfg["beta2"], cfg["adam_eps"], n + 1,
+                                          f(self.mom1), f(self.mom2))
+            self.m_finite = bad == 0
         return values, snap
 
-    def snapshot(self, m, r, Y, out):
+    def snapshot(self, m, r, Y, g_mse, out):
         out = np.asarray(out, dtype=np.float64)
         q = np.quantile(out, [0.05, 0.5, 0.95], axis=1)
         outputs = pd.DataFrame({"dim": np.arange(out.shape[0]), "mean": out.mean(axis=1),
                                 "std": out.std(axis=1), "q05": q[0], "q50": q[1], "q95": q[2]})
-        return {"m": m, "r": r, "Y": np.array(Y, dtype=np.float64), "g_mse": self.g_mse.copy(),
+        return {"m": m, "r": r, "Y": np.array(Y, dtype=np.float64), "g_mse": np.array(g_mse),
                 "g_ent": self.g_ent.copy(), "outputs": outputs}
 
     def run(self, callback):

@@ -73,6 +73,7 @@ def mse_and_grad(out, ref, scale, grad):
 def gradient_parts(m, r, dr, drdm, code, eps, ent_scale, g_mse, g_ent):
     """Write ``g_mse = dr * dr/dm`` and ``g_ent = -ent_scale * dh/dm`` (SPEC §7's table).
 
+    For ``raw`` and ``relu`` (``dr/dm = 1``) ``g_mse`` is ``dr`` itself and is not written.
     Returns the number of bins whose entropy term is ``log(0) = -inf`` (possible only with
     ``eps = 0``).
     """
@@ -80,7 +81,6 @@ def gradient_parts(m, r, dr, drdm, code, eps, ent_scale, g_mse, g_ent):
     for i in prange(m.size):
         if code <= 1:
             a = abs(m[i]) + eps
-            g_mse[i] = dr[i]
             g_ent[i] = -ent_scale * (1.0 if m[i] > 0.0 else (-1.0 if m[i] < 0.0 else 0.0)) / a
         elif code == 2:
             a = r[i] + eps
@@ -151,18 +151,29 @@ def statistics(m, r, g_mse, g_ent, out):
 
 @njit(parallel=True, **_jit)
 def sgd_step(m, g_mse, g_ent, lr):
-    """``m -= lr * (g_mse + g_ent)``."""
+    """``m -= lr * (g_mse + g_ent)``; return the number of non-finite new values."""
+    bad = 0
     for i in prange(m.size):
         m[i] -= lr * (g_mse[i] + g_ent[i])
+        if not abs(m[i]) < np.inf:
+            bad += 1
+    return bad
 
 
 @njit(parallel=True, **_jit)
 def adam_step(m, g_mse, g_ent, lr, beta1, beta2, eps, step, mom1, mom2):
-    """One Adam update of ``m`` (Kingma & Ba), ``step`` counting from 1."""
+    """One Adam update of ``m`` (Kingma & Ba), ``step`` counting from 1.
+
+    Returns the number of non-finite new values.
+    """
     c1 = 1.0 - beta1 ** step
     c2 = 1.0 - beta2 ** step
+    bad = 0
     for i in prange(m.size):
         g = g_mse[i] + g_ent[i]
         mom1[i] = beta1 * mom1[i] + (1.0 - beta1) * g
         mom2[i] = beta2 * mom2[i] + (1.0 - beta2) * g * g
         m[i] -= lr * (mom1[i] / c1) / (math.sqrt(mom2[i] / c2) + eps)
+        if not abs(m[i]) < np.inf:
+            bad += 1
+    return bad
