@@ -122,40 +122,44 @@ def _check_field(r0, shape, param):
 
 
 class _Blur:
-    """Forward blur and its radius gradient for a fixed ``X``, reusing buffers."""
+    """Forward blur and its radius gradient for a fixed ``X``, on preallocated buffers.
+
+    The kernels are called directly: ``fit`` has checked ``X`` and keeps ``r`` and the
+    cotangent finite, so the public API's per-call checks would only cost time. On the
+    GPU, ``X`` and the outputs stay on the device; ``r`` and ``G`` go over each epoch.
+    """
 
     def __init__(self, X, mode, device):
         self.conserve = mode == "conserve"
-        self.mode = mode
-        self.device = device
         if device == "cuda":
             from ._cuda import require_cuda
-            self.cuda = require_cuda()
-            self.X = self.cuda.to_device(X)
+            from .kernels import gpu as kernels
+            cuda = require_cuda()
+            self.send, self.fetch, self.empty = cuda.to_device, _to_host, cuda.device_array
         else:
-            from .kernels import cpu
-            self.kernels = cpu
-            self.X = X[None]
-            self.Y = np.empty_like(self.X)
-            self.dX = np.empty_like(self.X)
-            self.dr = np.empty_like(self.X)
+            from .kernels import cpu as kernels
+            self.send, self.fetch, self.empty = _same, _same, np.empty
+        self.kernels = kernels
+        self.X = self.send(X[None])
+        self.Y, self.dX, self.dr = (self.empty(self.X.shape) for _ in range(3))
 
     def forward(self, r):
-        if self.device == "cuda":
-            from .blur_api import blur
-            return blur(self.X, self.cuda.to_device(r), self.mode, "cuda").copy_to_host()
-        self.kernels.blur_forward(self.X, r[None], self.conserve, self.Y)
-        return self.Y[0]
+        self.kernels.blur_forward(self.X, self.send(r[None]), self.conserve, self.Y)
+        return self.fetch(self.Y)[0]
 
     def radius_grad(self, r, G):
-        if self.device == "cuda":
-            from .blur_api import blur_vjp
-            _, dr = blur_vjp(self.X, self.cuda.to_device(r), self.cuda.to_device(G),
-                             self.mode, "cuda")
-            return dr.copy_to_host()
         G = np.ascontiguousarray(G, dtype=np.float64)
-        self.kernels.blur_backward(self.X, r[None], G[None], self.conserve, self.dX, self.dr)
-        return self.dr[0]
+        self.kernels.blur_backward(self.X, self.send(r[None]), self.send(G[None]), self.conserve,
+                                   self.dX, self.dr)
+        return self.fetch(self.dr)[0]
+
+
+def _same(a):
+    return a
+
+
+def _to_host(a):
+    return a.copy_to_host()
 
 
 class _Descent:

@@ -34,7 +34,6 @@ from urllib.parse import quote
 import matplotlib
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
@@ -43,6 +42,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from ._io import atomic_write
+from .results import read_fields
 from .errors import SpecblurError
 
 __all__ = [
@@ -87,46 +87,6 @@ def read_geometry(folder):
     """
     inp = _read_sweep(Path(folder)).get("input") or {}
     return {key: _positive_int(inp.get(key)) for key in ("sr", "n_fft", "hop")}
-
-
-def read_fields(folder, run_id, epochs="ends", columns=("epoch", "k", "t", "r", "g_mse", "g_ent")):
-    """Read some snapshots of one run's fields table, without reading the others.
-
-    Parameters
-    ----------
-    folder : str or os.PathLike
-        A sweep's results folder.
-    run_id : str
-        The run.
-    epochs : "ends", "last", "all" or sequence of int
-        Which snapshots: the first and the last (default), the last only, every one, or
-        the listed epochs.
-    columns : sequence of str or None
-        Columns to read (None reads every column).
-
-    Returns
-    -------
-    pandas.DataFrame
-        The rows of those snapshots (empty when the run has no fields file).
-    """
-    path = Path(folder) / "fields" / f"{run_id}.parquet"
-    if not path.is_file():
-        return pd.DataFrame({c: [] for c in (columns or ("epoch", "k", "t", "r"))})
-    columns = list(columns) if columns is not None else None
-    if isinstance(epochs, str):
-        if epochs == "all":
-            return pd.read_parquet(path, columns=columns)
-        stored = np.unique(pq.read_table(path, columns=["epoch"]).column(0).to_numpy())
-        if stored.size == 0:
-            return pd.read_parquet(path, columns=columns)
-        if epochs == "last":
-            epochs = [stored[-1]]
-        elif epochs == "ends":
-            epochs = sorted({stored[0], stored[-1]})
-        else:
-            raise ValueError(f"epochs must be 'ends', 'last', 'all' or a list, got {epochs!r}")
-    epochs = [int(e) for e in epochs]
-    return pd.read_parquet(path, columns=columns, filters=[("epoch", "in", epochs)])
 
 
 def input_magnitude(folder):

@@ -85,6 +85,58 @@ class Results:
     segments: pd.DataFrame
 
 
+def read_fields(folder, run_id, epochs="ends", columns=("epoch", "k", "t", "r", "g_mse", "g_ent")):
+    """Read some snapshots of one run's fields table, without reading the others.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        A sweep's results folder.
+    run_id : str
+        The run.
+    epochs : "ends", "last", "all" or sequence of int
+        Which snapshots: the first and the last (default), the last only, every one, or
+        the listed epochs.
+    columns : sequence of str or None
+        Columns to read (None reads every column).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of those snapshots (empty when the run has no fields file).
+    """
+    path = Path(folder) / "fields" / f"{run_id}.parquet"
+    if not path.is_file():
+        return pd.DataFrame({c: [] for c in (columns or ("epoch", "k", "t", "r"))})
+    columns = list(columns) if columns is not None else None
+    if isinstance(epochs, str):
+        if epochs == "all":
+            return pd.read_parquet(path, columns=columns)
+        stored = np.unique(pq.read_table(path, columns=["epoch"]).column(0).to_numpy())
+        if stored.size == 0:
+            return pd.read_parquet(path, columns=columns)
+        if epochs == "last":
+            epochs = [stored[-1]]
+        elif epochs == "ends":
+            epochs = sorted({stored[0], stored[-1]})
+        else:
+            raise ValueError(f"epochs must be 'ends', 'last', 'all' or a list, got {epochs!r}")
+    epochs = [int(e) for e in epochs]
+    return pd.read_parquet(path, columns=columns, filters=[("epoch", "in", epochs)])
+
+
+def read_table_folder(folder, name):
+    """Every run's file of one per-run table (``history``, ...) as one DataFrame.
+
+    ``run_id`` comes back as a string; a folder with no files gives an empty frame.
+    """
+    files = sorted((Path(folder) / name).glob("[!.]*.parquet"))
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else \
+        pd.DataFrame({"run_id": []})
+    df["run_id"] = df["run_id"].astype(str)
+    return df
+
+
 def load(folder, tables=TABLES):
     """Read a sweep's results folder.
 
@@ -102,13 +154,8 @@ def load(folder, tables=TABLES):
     folder = Path(folder)
     if not (folder / "runs.parquet").exists():
         raise SpecblurError(f"{folder} is not a specblur results folder (no runs.parquet)")
-    parts = {}
-    for name in TABLES:
-        files = sorted((folder / name).glob("[!.]*.parquet")) if name in tables else []
-        frames = [pd.read_parquet(f) for f in files]
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"run_id": []})
-        df["run_id"] = df["run_id"].astype(str)
-        parts[name] = df
+    parts = {name: read_table_folder(folder, name) if name in tables
+             else pd.DataFrame({"run_id": pd.Series(dtype=str)}) for name in TABLES}
     runs = read_runs(folder)
     runs["run_id"] = runs["run_id"].astype(str)
     return Results(path=folder, runs=runs, **parts)

@@ -281,7 +281,7 @@ def auto_frame_labels(waveform, *, sr, hop, **thresholds):
     n_frames = 1 + y.size // hop
     frame = int(2 ** math.ceil(math.log2(max(cfg["frame_seconds"] * sr, 16))))
     rms = librosa.feature.rms(y=y, frame_length=frame, hop_length=hop, center=True)[0]
-    rms = _fit_length(rms, n_frames)
+    rms = _fit_length(np.asarray(rms, dtype=np.float64), n_frames)
     peak = rms.max()
     if peak <= 0:
         return np.full(n_frames, AUTO_LABELS[0], dtype=object)
@@ -301,10 +301,11 @@ def auto_frame_labels(waveform, *, sr, hop, **thresholds):
 
 
 def _fit_length(x, n):
-    x = np.asarray(x, dtype=np.float64)
+    """``x`` cut or padded (with its last value, or 0 when empty) to length ``n``."""
+    x = np.asarray(x)
     if x.size >= n:
         return x[:n]
-    return np.concatenate([x, np.full(n - x.size, x[-1] if x.size else 0.0)])
+    return np.concatenate([x, np.full(n - x.size, x[-1] if x.size else 0, dtype=x.dtype)])
 
 
 def _runs(labels):
@@ -415,7 +416,7 @@ def segments(source, *, sr, hop, n_frames=None, waveform=None, tier=None, **thre
         if waveform is None:
             raise SpecblurError("segments 'auto' needs the waveform (an audio input)")
         labels = auto_frame_labels(waveform, sr=sr, hop=hop, **thresholds)
-        labels = _fit_length_obj(labels, n_frames)
+        labels = _fit_length(np.asarray(labels, dtype=object), n_frames)
     else:
         if thresholds:
             raise SpecblurError(f"segments: thresholds {', '.join(sorted(thresholds))} apply "
@@ -434,13 +435,6 @@ def segments(source, *, sr, hop, n_frames=None, waveform=None, tier=None, **thre
     held = np.array([lab is not None for lab in labels], dtype=bool)
     return pd.DataFrame({"t": t[held].astype(np.int32), "time": t[held] * hop / sr,
                          "label": pd.Series(labels[held], dtype=object).astype(str).to_numpy()})
-
-
-def _fit_length_obj(labels, n):
-    labels = np.asarray(labels, dtype=object)
-    if labels.size >= n:
-        return labels[:n]
-    return np.concatenate([labels, np.full(n - labels.size, labels[-1], dtype=object)])
 
 
 # --- statistics -----------------------------------------------------------------------------
@@ -596,23 +590,17 @@ def write_sweep_segments(folder, config, spec, run_ids):
     Called by :func:`specblur.runner.run_sweep` after the runs; cheap, so it rewrites
     every table (a changed segmentation does not change the run ids).
     """
-    import pyarrow.parquet as pq
 
-    from .results import write_table
+    from .results import read_fields, write_table
 
     folder = Path(folder)
     labels = frame_table_for(config, spec)
     written = []
     for rid in run_ids:
-        path = folder / "fields" / f"{rid}.parquet"
-        if not path.is_file():
+        fields = read_fields(folder, rid, epochs="last", columns=("epoch", "k", "t", "r"))
+        if fields.empty:
             continue
-        epochs = pq.read_table(path, columns=["epoch"]).column("epoch").to_numpy()
-        if epochs.size == 0:
-            continue
-        last = int(epochs.max())
-        fields = pq.read_table(path, columns=["epoch", "k", "t", "r"],
-                               filters=[("epoch", "==", last)]).to_pandas()
+        last = int(fields["epoch"].max())
         stats = segment_stats(fields, labels, sr=spec.sr, n_fft=spec.n_fft,
                               bands=config.get("bands"), run_id=rid, epoch=last)
         written.append(write_table(folder / "segments" / f"{rid}.parquet", stats))
@@ -621,11 +609,11 @@ def write_sweep_segments(folder, config, spec, run_ids):
 
 def load_segments(folder):
     """All ``segments/*.parquet`` tables of a results folder (empty if there are none)."""
-    files = sorted((Path(folder) / "segments").glob("[!.]*.parquet"))
-    if not files:
+    from .results import read_table_folder
+
+    df = read_table_folder(folder, "segments")
+    if df.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in SEGMENT_COLUMNS})
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    df["run_id"] = df["run_id"].astype(str)
     return df
 
 
