@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 import specblur
-from specblur.kernels import cpu
+from specblur.kernels import MODE_CODES, cpu
 from _timing import best_of
 
 
@@ -42,7 +42,7 @@ def main():
             R = res.r[None].copy()
             X3, G3 = X[None], rng.standard_normal((1,) + X.shape)
             Y3, dX3, dR3 = (np.empty_like(X3) for _ in range(3))
-            cons = mode == "conserve"
+            cons = MODE_CODES[mode]
             kern = best_of(lambda: cpu.blur_forward(X3, R, cons, Y3), 50) + best_of(
                 lambda: cpu.blur_backward(X3, R, G3, cons, dX3, dR3), 50)
             print(f"{mode:9} {param:9} {kern * 1e3:10.3f} {epoch * 1e3:9.3f} "

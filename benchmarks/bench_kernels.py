@@ -14,7 +14,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from specblur.kernels import cpu
+from specblur.kernels import MODE_CODES, cpu
 from _timing import best_of
 
 
@@ -118,7 +118,7 @@ def main():
             R = rng.uniform(lo, hi, (K, T))
             R3 = R[None]
             for mode in ("truncate", "conserve"):
-                cons = mode == "conserve"
+                cons = MODE_CODES[mode]
                 fwd = best_of(lambda: cpu.blur_forward(X3, R3, cons, Y3), args.repeat)
                 vjp = best_of(lambda: cpu.blur_backward(X3, R3, G3, cons, dX3, dR3), args.repeat)
                 ours = fwd + vjp
@@ -146,7 +146,7 @@ def _spread(base, rng, K, T, X3, G3, repeat):
     R3 = rng.uniform(0, 4 * K, (1, K, T))
     out = {}
     for mode, t13 in base.items():
-        cons = mode == "conserve"
+        cons = MODE_CODES[mode]
         Y3, dX3, dR3 = (np.empty_like(X3) for _ in range(3))
         t4k = best_of(lambda: cpu.blur_forward(X3, R3, cons, Y3), repeat) + best_of(
             lambda: cpu.blur_backward(X3, R3, G3, cons, dX3, dR3), repeat)

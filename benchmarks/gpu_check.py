@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 import specblur
-from specblur._cuda import require_cuda
+from specblur.kernels._cuda import require_cuda
 
 
 def rel(a, b):

@@ -8,6 +8,8 @@ constant padding).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
@@ -16,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ._checks import to_positive_int
 from ._io import atomic_write
 from .errors import SpecblurError
+from .schema import HOP, N_FFT, SR
 
-__all__ = ["Spectrogram", "istft", "load_audio", "resynthesize", "stft", "write_wav"]
+__all__ = ["Spectrogram", "istft", "load_audio", "load_input", "resynthesize", "stft", "write_wav"]
 
 
 def _check_positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise SpecblurError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return to_positive_int(value, name, strict_type=True)
 
 
 def _check_frames(n_fft, hop):
@@ -48,7 +50,7 @@ def _stft_plan(n_fft, hop):
     return plan, window
 
 
-def load_audio(path, sr):
+def load_audio(path: str | os.PathLike, sr: int) -> np.ndarray:
     """Read an audio file as a mono float64 waveform at the rate `sr`.
 
     Parameters
@@ -94,7 +96,7 @@ def load_audio(path, sr):
     return np.ascontiguousarray(y, dtype=np.float64)
 
 
-def stft(y, n_fft, hop):
+def stft(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """Complex STFT of SPEC §2.
 
     Parameters
@@ -125,7 +127,7 @@ def stft(y, n_fft, hop):
     return plan.stft(y, p0=0, p1=n_frames)
 
 
-def istft(spec, n_fft, hop, length):
+def istft(spec: np.ndarray, n_fft: int, hop: int, length: int) -> np.ndarray:
     """Invert :func:`stft` by least-squares weighted overlap-add.
 
     Each frame is inverse-transformed, weighted by the window and overlap-added; every
@@ -172,7 +174,8 @@ def istft(spec, n_fft, hop, length):
     return out
 
 
-def resynthesize(mag, phase, n_fft, hop, length):
+def resynthesize(mag: np.ndarray, phase: np.ndarray, n_fft: int, hop: int,
+                 length: int) -> np.ndarray:
     """Waveform from a magnitude spectrogram and a phase, ``istft(mag * exp(1j*phase))``.
 
     Parameters
@@ -194,7 +197,7 @@ def resynthesize(mag, phase, n_fft, hop, length):
     return istft(mag * np.exp(1j * phase), n_fft, hop, length)
 
 
-def write_wav(path, y, sr):
+def write_wav(path: str | os.PathLike, y: np.ndarray, sr: int) -> Path:
     """Write a mono waveform as a 32-bit float WAV file, atomically.
 
     Samples are not clipped. If the peak magnitude exceeds 1 the whole waveform is
@@ -256,7 +259,8 @@ class Spectrogram:
     waveform: np.ndarray | None = None
 
     @classmethod
-    def from_audio(cls, path, sr=16000, n_fft=512, hop=128, normalize_dbfs=None):
+    def from_audio(cls, path: str | os.PathLike, sr: int = SR, n_fft: int = N_FFT, hop: int = HOP,
+                   normalize_dbfs: float | None = None) -> "Spectrogram":
         """Analyse an audio file.
 
         Parameters
@@ -289,7 +293,8 @@ class Spectrogram:
                    hop=int(hop), length=y.size, waveform=y)
 
     @classmethod
-    def from_npy(cls, path, *, sr=16000, n_fft=None, hop=128):
+    def from_npy(cls, path: str | os.PathLike, *, sr: int = SR, n_fft: int | None = None,
+                 hop: int = HOP) -> "Spectrogram":
         """Load a magnitude spectrogram saved with :func:`numpy.save`.
 
         Parameters
@@ -343,7 +348,7 @@ class Spectrogram:
         return cls(mag=mag, phase=None, sr=_check_positive_int(sr, "sr"), n_fft=n_fft,
                    hop=hop, length=None, waveform=None)
 
-    def to_audio(self, mag):
+    def to_audio(self, mag: np.ndarray) -> np.ndarray:
         """Resynthesise a (blurred) magnitude with the stored phase.
 
         Parameters
@@ -366,7 +371,7 @@ class Spectrogram:
                 f"magnitude shape {mag.shape} differs from the spectrogram's {self.phase.shape}")
         return resynthesize(mag, self.phase, self.n_fft, self.hop, self.length)
 
-    def write_audio(self, path, mag):
+    def write_audio(self, path: str | os.PathLike, mag: np.ndarray) -> Path:
         """Resynthesise ``mag`` with the stored phase and write it as a WAV file.
 
         Parameters
@@ -381,3 +386,16 @@ class Spectrogram:
         pathlib.Path
         """
         return write_wav(path, self.to_audio(mag), self.sr)
+
+
+def load_input(inp: Mapping) -> Spectrogram:
+    """The spectrogram described by a sweep's resolved ``input`` mapping.
+
+    ``inp`` has ``audio`` or ``spectrogram`` (a file path), ``sr``, ``n_fft``, ``hop`` and
+    ``normalize_dbfs`` (audio only).
+    """
+    if inp.get("audio"):
+        return Spectrogram.from_audio(inp["audio"], sr=inp["sr"], n_fft=inp["n_fft"],
+                                      hop=inp["hop"], normalize_dbfs=inp["normalize_dbfs"])
+    return Spectrogram.from_npy(inp["spectrogram"], sr=inp["sr"], n_fft=inp["n_fft"],
+                                hop=inp["hop"])

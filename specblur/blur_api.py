@@ -1,14 +1,17 @@
 """Public blur API: ``blur`` and ``blur_vjp`` with input checks and device dispatch (SPEC §6)."""
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ._cuda import is_device_array, require_cuda
 from .errors import SpecblurError
+from .kernels import DEVICES, MODES, for_device, mode_code
+from .kernels._cuda import is_device_array
 
-MODES = ("truncate", "conserve")
-DEVICES = ("cpu", "cuda")
+__all__ = ["MODES", "DEVICES", "blur", "blur_vjp"]
 
 
-def blur(X, r, mode="truncate", device="cpu"):
+def blur(X: ArrayLike, r: ArrayLike, mode: str = "truncate", device: str = "cpu") -> ArrayLike:
     """Blur each frame of a spectrogram along frequency with per-bin triangular kernels.
 
     Parameters
@@ -32,18 +35,27 @@ def blur(X, r, mode="truncate", device="cpu"):
 
     Raises
     ------
-    ValueError
-        On a shape mismatch, an ndim other than 2 or 3, an unknown mode or device,
-        non-finite values or a non-real dtype.
+    SpecblurError
+        (a ``ValueError``) on a shape mismatch, an ndim other than 2 or 3, an unknown mode
+        or device, non-finite values or a non-real dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specblur
+    >>> X = np.zeros((7, 1)); X[3] = 9.0
+    >>> specblur.blur(X, np.full_like(X, 3.0)).ravel()
+    array([0., 1., 2., 3., 2., 1., 0.])
     """
-    conserve = _conserve(mode)
+    code = mode_code(mode)
     xp = _Inputs(device, X=X, r=r)
     Y = xp.empty()
-    xp.kernels.blur_forward(xp["X"], xp["r"], conserve, Y)
+    xp.kernels.blur_forward(xp["X"], xp["r"], code, Y)
     return xp.result(Y)
 
 
-def blur_vjp(X, r, G, mode="truncate", device="cpu"):
+def blur_vjp(X: ArrayLike, r: ArrayLike, G: ArrayLike, mode: str = "truncate",
+             device: str = "cpu") -> tuple[ArrayLike, ArrayLike]:
     """Vector-Jacobian products of :func:`blur` with respect to ``X`` and ``r``.
 
     Parameters
@@ -65,39 +77,36 @@ def blur_vjp(X, r, G, mode="truncate", device="cpu"):
 
     Raises
     ------
-    ValueError
+    SpecblurError
         As for :func:`blur`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specblur
+    >>> X = np.zeros((7, 1)); X[3] = 9.0
+    >>> dX, dr = specblur.blur_vjp(X, np.full_like(X, 3.0), np.ones_like(X), mode="conserve")
+    >>> dX.ravel()  # conserve mode keeps every total, so each source's weights sum to 1
+    array([1., 1., 1., 1., 1., 1., 1.])
     """
-    conserve = _conserve(mode)
+    code = mode_code(mode)
     xp = _Inputs(device, X=X, r=r, G=G)
     dX = xp.empty()
     dr = xp.empty()
-    xp.kernels.blur_backward(xp["X"], xp["r"], xp["G"], conserve, dX, dr)
+    xp.kernels.blur_backward(xp["X"], xp["r"], xp["G"], code, dX, dr)
     return xp.result(dX), xp.result(dr)
-
-
-def _conserve(mode):
-    if mode not in MODES:
-        raise SpecblurError(f"unknown mode {mode!r}; valid modes are {', '.join(MODES)}")
-    return mode == "conserve"
 
 
 class _Inputs:
     """Checked, C-contiguous ``(B, K, T)`` copies or views of the inputs, on one device."""
 
     def __init__(self, device, **arrays):
-        if device not in DEVICES:
-            raise SpecblurError(f"unknown device {device!r}; valid devices are {', '.join(DEVICES)}")
+        self.backend = for_device(device)
         self.device = device
         arrays = {name: a if is_device_array(a) else np.asarray(a) for name, a in arrays.items()}
         first = next(iter(arrays.values()))
         self.on_device = is_device_array(first)
-        if device == "cuda":
-            self.cuda = require_cuda()
-            from .kernels import gpu as kernels
-        else:
-            from .kernels import cpu as kernels
-        self.kernels = kernels
+        self.kernels = self.backend.kernels
         self.shape = _check_shapes(arrays)
         self.dtype = _common_dtype(arrays)
         self.arrays = {name: self._place(name, a) for name, a in arrays.items()}
@@ -117,7 +126,7 @@ class _Inputs:
             host = np.ascontiguousarray(a, dtype=self.dtype).reshape(self._shape3)
             if not np.isfinite(host).all():
                 raise SpecblurError(f"{name} has non-finite values (NaN or infinity)")
-            return self.cuda.to_device(host)
+            return self.backend.send(host)
         if a.dtype != self.dtype:
             raise SpecblurError(
                 f"{name} is a device array of dtype {a.dtype}; device arrays must all share one "
@@ -135,15 +144,13 @@ class _Inputs:
         return self.shape if len(self.shape) == 3 else (1,) + self.shape
 
     def empty(self):
-        if self.device == "cpu":
-            return np.empty(self._shape3, dtype=self.dtype)
-        return self.cuda.device_array(self._shape3, dtype=self.dtype)
+        return self.backend.empty(self._shape3, dtype=self.dtype)
 
     def result(self, out):
         if self.device == "cuda" and not self.on_device:
-            out = out.copy_to_host()
+            out = self.backend.fetch(out)
         elif self.device == "cpu" and self.on_device:
-            out = require_cuda().to_device(out)
+            out = for_device("cuda").send(out)
         return out.reshape(self.shape)
 
 

@@ -1,8 +1,14 @@
-"""Command-line tools: ``specblur-sweep``."""
+"""Command-line tools: ``specblur-sweep`` and ``specblur-report``, and their error printing.
+
+Bad input ends in one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
 import argparse
 import sys
 
 from .errors import SpecblurError
+from .kernels import DEVICES
 
 
 def _fail(prog, message):
@@ -10,7 +16,7 @@ def _fail(prog, message):
     return 2
 
 
-def sweep_main(argv=None):
+def sweep_main(argv: list[str] | None = None) -> int:
     """Entry point of ``specblur-sweep grid.yaml [options]``."""
     parser = argparse.ArgumentParser(
         prog="specblur-sweep",
@@ -18,7 +24,7 @@ def sweep_main(argv=None):
     parser.add_argument("sweep", help="the YAML sweep file")
     parser.add_argument("--out", default="results", help="parent folder of the results (default: results)")
     parser.add_argument("--jobs", type=int, default=1, help="local worker processes (default: 1)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="send the runs to this Dask scheduler")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and which are done")
     parser.add_argument("--force", action="store_true", help="rerun every run")
@@ -29,8 +35,8 @@ def sweep_main(argv=None):
     try:
         from pathlib import Path
 
-        from .runner import plan, run_sweep
-        from .sweep_config import load_sweep
+        from .sweep.config import load_sweep
+        from .sweep.runner import plan, run_sweep
 
         sweep = load_sweep(args.sweep)
         if args.dry_run:
@@ -38,8 +44,8 @@ def sweep_main(argv=None):
             _print_plan(sweep, status, {run.run_id for run in todo})
             return 0
         if args.device == "cuda":
-            from ._cuda import require_cuda
-            require_cuda()
+            from .kernels import for_device
+            for_device("cuda")
         runs = run_sweep(sweep, out=args.out, jobs=args.jobs, device=args.device,
                          scheduler=args.scheduler, force=args.force,
                          retry_failed=args.retry_failed)
@@ -57,7 +63,7 @@ def sweep_main(argv=None):
 
 def _varying(sweep):
     """Flattened setting names whose values differ between the sweep's runs."""
-    from .results import flatten_settings
+    from .sweep.results import flatten_settings
 
     flat = [flatten_settings(run.settings) for run in sweep.runs]
     keys = sorted({k for f in flat for k in f})
@@ -65,7 +71,7 @@ def _varying(sweep):
 
 
 def _print_plan(sweep, status, todo):
-    from .results import flatten_settings
+    from .sweep.results import flatten_settings
 
     keys = _varying(sweep)
     print(f"{sweep.name}: {len(sweep.runs)} runs, {len(todo)} to run")
@@ -85,6 +91,42 @@ def _print_summary(sweep, runs):
     with pd.option_context("display.width", 160, "display.max_columns", 30,
                            "display.float_format", "{:.4g}".format):
         print(table[cols].to_string())
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``specblur-report DIR [--jobs N]``: write ``DIR/report.html``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (``sys.argv[1:]`` by default).
+
+    Returns
+    -------
+    int
+        0, or 2 with one message on stderr when ``DIR`` is not a results folder.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    parser = argparse.ArgumentParser(
+        prog="specblur-report",
+        description="Draw the plots of a sweep's results folder and write DIR/report.html.")
+    parser.add_argument("folder", metavar="DIR", help="a sweep's results folder (<out>/<name>)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="worker processes that draw the runs' figures "
+                             "(default: up to 4, one per CPU, for 4 runs or more)")
+    args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        return _fail(parser.prog, f"--jobs must be at least 1, got {args.jobs}")
+    try:
+        from .report import write_report
+
+        page = write_report(args.folder, jobs=args.jobs)
+    except SpecblurError as exc:
+        return _fail(parser.prog, str(exc))
+    print(page)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

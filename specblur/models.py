@@ -14,8 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from ._checks import suggest, to_float, to_int, to_int_list, to_str
 from .errors import SpecblurError
-from .settings import suggest, to_float, to_int
+from .schema import SPEAKER_ENCODER_INPUT
 
 __all__ = ["MODEL_KEYS", "MODEL_INPUT", "Identity", "LogMel", "MLP", "check_model_input",
            "make_model", "validate_model_spec"]
@@ -49,28 +50,14 @@ MODEL_KEYS = {
 # Input settings a model kind consumes: the spectrogram the sweep learns on must be the
 # one the model was trained on, so a sweep whose input differs is rejected before it runs.
 MODEL_INPUT = {
-    "speaker_encoder": {"sr": 16000, "n_fft": 400, "hop": 160},
+    "speaker_encoder": SPEAKER_ENCODER_INPUT,
 }
 
 # Keyword arguments make_model passes to a plug-in factory itself.
 _FACTORY_ARGS = ("sr", "n_fft", "n_bins", "seed")
 
 
-def _cast(value, typ, where):
-    if typ is int:
-        return to_int(value, where)
-    if typ is float:
-        return to_float(value, where)
-    if typ is str:
-        if not isinstance(value, str):
-            raise SpecblurError(f"{where} must be a string, got {value!r}")
-        return value
-    if typ is list:
-        items = [value] if isinstance(value, (int, np.integer)) else value
-        if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
-            raise SpecblurError(f"{where} must be a list of integers, got {value!r}")
-        return [to_int(v, f"{where}[{i}]") for i, v in enumerate(items)]
-    raise TypeError(f"unsupported declared type {typ!r}")  # pragma: no cover
+_CASTS = {int: to_int, float: to_float, str: to_str, list: to_int_list}
 
 
 def _check_range(out, kind):
@@ -108,7 +95,7 @@ def _check_range(out, kind):
                 "and cannot be set in the model spec")
 
 
-def validate_model_spec(spec):
+def validate_model_spec(spec: Mapping | str) -> dict:
     """Check a model spec and fill in its defaults.
 
     Parameters
@@ -150,7 +137,7 @@ def validate_model_spec(spec):
             if value is None and default is None and typ is float:
                 out[key] = None
             else:
-                out[key] = _cast(value, typ, f"model.{key}")
+                out[key] = _CASTS[typ](value, f"model.{key}")
         elif kind == "python":
             out[key] = value
         else:
@@ -167,7 +154,8 @@ def validate_model_spec(spec):
     return out
 
 
-def check_model_input(spec, *, sr, n_fft, hop=None, where=None):
+def check_model_input(spec: Mapping | str, *, sr: int, n_fft: int, hop: int | None = None,
+                      where: str | None = None) -> None:
     """Check that the input settings give the spectrogram a model kind consumes.
 
     Parameters
@@ -212,11 +200,11 @@ def check_model_input(spec, *, sr, n_fft, hop=None, where=None):
 class Identity:
     """Φ(Y) = Y."""
 
-    def forward(self, Y):
+    def forward(self, Y: np.ndarray) -> np.ndarray:
         """Return `Y` unchanged, as shape ``(K, T)``."""
         return Y
 
-    def vjp(self, Y, g_out):
+    def vjp(self, Y: np.ndarray, g_out: np.ndarray) -> np.ndarray:
         """Return `g_out` unchanged."""
         return g_out
 
@@ -260,16 +248,16 @@ class LogMel:
 
     def _check(self, Y):
         if Y.shape[-2] != self.n_bins:
-            raise ValueError(f"expected {self.n_bins} frequency bins, got shape {Y.shape}")
+            raise SpecblurError(f"expected {self.n_bins} frequency bins, got shape {Y.shape}")
 
-    def forward(self, Y):
+    def forward(self, Y: np.ndarray) -> np.ndarray:
         """Log-mel features, shape ``(n_mels, T)``."""
         self._check(Y)
         Z = _matmul(self._mel, Y)
         Z += self.eps
         return np.log(Z, out=Z)
 
-    def vjp(self, Y, g_out):
+    def vjp(self, Y: np.ndarray, g_out: np.ndarray) -> np.ndarray:
         """Pull `g_out` of shape ``(n_mels, T)`` back to ``(K, T)``."""
         self._check(Y)
         Z = _matmul(self._mel, Y)
@@ -332,11 +320,11 @@ class MLP:
             h = z
         return acts, h
 
-    def forward(self, Y):
+    def forward(self, Y: np.ndarray) -> np.ndarray:
         """Network outputs, shape ``(out, T)``."""
         return self._layers(self.logmel.forward(Y))[1]
 
-    def vjp(self, Y, g_out):
+    def vjp(self, Y: np.ndarray, g_out: np.ndarray) -> np.ndarray:
         """Pull `g_out` of shape ``(out, T)`` back to ``(K, T)``."""
         acts, _ = self._layers(self.logmel.forward(Y))
         g = g_out
@@ -369,7 +357,7 @@ def _load_factory(factory):
     return obj
 
 
-def make_model(spec, *, sr, n_fft, n_bins, seed=0):
+def make_model(spec: Mapping | str, *, sr: int, n_fft: int, n_bins: int, seed: int = 0):
     """Build the downstream model Φ described by `spec`.
 
     Parameters

@@ -5,33 +5,32 @@ gradient, the MSE and its gradient, the history's statistics and the optimiser s
 These kernels do that in a few simple passes over preallocated buffers, loops that the
 compiler vectorises, so that the blur kernels stay the main cost of an epoch. The
 entropy's value (a logarithm per bin) is computed only for the epochs that are logged.
-They take flat (1-D) views of the ``(K, T)`` fields.
+They take flat (1-D) views of the ``(K, T)`` fields, and the parameterisation as the
+integer value of a :class:`~specblur.settings.Param` (``code``).
 """
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .kernels.cpu import FASTMATH
+from .kernels._numba import jit, parallel_jit
+from .settings import Param
 
-PARAM_CODES = {"raw": 0, "relu": 1, "softplus": 2, "exp": 3}
-STATS = ("gmse_mean", "gmse_var", "gent_mean", "gent_var", "m_mean", "m_std", "m_min", "m_max",
-         "frac_identity", "frac_negative")
-
-_jit = dict(fastmath=FASTMATH, cache=True)
+# the codes as plain ints, for the compiled loops
+RAW, RELU, SOFTPLUS, EXP = (int(p) for p in (Param.RAW, Param.RELU, Param.SOFTPLUS, Param.EXP))
 
 
-def param_inverse(r0, param):
+def param_inverse(r0: np.ndarray | float, param: Param) -> np.ndarray:
     """The parameter ``m`` whose radius is ``r0`` (SPEC §7: ``m = param⁻¹(r0)``)."""
     r0 = np.asarray(r0, dtype=np.float64)
-    if param in ("raw", "relu"):
+    if param.radius_is_m:
         return r0.copy()
-    if param == "softplus":
+    if param is Param.SOFTPLUS:
         return r0 + np.log(-np.expm1(-r0))
     return np.log(r0)
 
 
-@njit(parallel=True, **_jit)
+@parallel_jit
 def radius(m, code, project, r, drdm):
     """Prepare ``m`` and the radius at the start of an epoch.
 
@@ -42,13 +41,13 @@ def radius(m, code, project, r, drdm):
     bad = 0
     for i in prange(m.size):
         mi = m[i]
-        if code == 1 and project and mi < 0.0:
+        if code == RELU and project and mi < 0.0:
             m[i] = 0.0
-        if code == 2:
+        if code == SOFTPLUS:
             t = math.exp(-abs(mi))
             r[i] = max(mi, 0.0) + math.log1p(t)
             drdm[i] = 1.0 / (1.0 + t) if mi >= 0.0 else t / (1.0 + t)
-        elif code == 3:
+        elif code == EXP:
             r[i] = math.exp(mi)
             drdm[i] = r[i]
         if not (abs(mi) < np.inf and abs(r[i]) < np.inf):
@@ -56,7 +55,7 @@ def radius(m, code, project, r, drdm):
     return bad
 
 
-@njit(parallel=True, **_jit)
+@parallel_jit
 def mse_and_grad(out, ref, scale, grad):
     """Return ``mean((out - ref)**2)`` and write ``scale * d(mean)/d(out)`` into ``grad``."""
     n = out.size
@@ -69,7 +68,7 @@ def mse_and_grad(out, ref, scale, grad):
     return total / n
 
 
-@njit(parallel=True, **_jit)
+@parallel_jit
 def gradient_parts(m, r, dr, drdm, code, eps, ent_scale, g_mse, g_ent):
     """Write ``g_mse = dr * dr/dm`` and ``g_ent = -ent_scale * dh/dm`` (SPEC §7's table).
 
@@ -79,10 +78,10 @@ def gradient_parts(m, r, dr, drdm, code, eps, ent_scale, g_mse, g_ent):
     """
     zero = 0
     for i in prange(m.size):
-        if code <= 1:
+        if code == RAW or code == RELU:
             a = abs(m[i]) + eps
             g_ent[i] = -ent_scale * (1.0 if m[i] > 0.0 else (-1.0 if m[i] < 0.0 else 0.0)) / a
-        elif code == 2:
+        elif code == SOFTPLUS:
             a = r[i] + eps
             g_mse[i] = dr[i] * drdm[i]
             g_ent[i] = -ent_scale * drdm[i] / a
@@ -95,23 +94,23 @@ def gradient_parts(m, r, dr, drdm, code, eps, ent_scale, g_mse, g_ent):
     return zero
 
 
-@njit(parallel=True, **_jit)
+@parallel_jit
 def entropy_sum(m, r, code, eps):
     """``sum h(m)``: ``log(|m| + eps)``, ``log(r + eps)`` or ``m`` by parameterisation."""
     total = 0.0
     for i in prange(m.size):
-        if code <= 1:
+        if code == RAW or code == RELU:
             total += math.log(abs(m[i]) + eps)
-        elif code == 2:
+        elif code == SOFTPLUS:
             total += math.log(r[i] + eps)
         else:
             total += m[i]
     return total
 
 
-@njit(**_jit)
+@jit
 def statistics(m, r, g_mse, g_ent, out):
-    """Fill ``out`` with the history statistics named in ``STATS``, in one pass.
+    """Fill ``out`` with the history statistics named in ``schema.STATS``, in one pass.
 
     Variances are population variances, from sums taken around the first bin's values,
     which keeps them accurate when a mean is large against the spread.
@@ -149,7 +148,7 @@ def statistics(m, r, g_mse, g_ent, out):
     out[9] = neg / n
 
 
-@njit(parallel=True, **_jit)
+@parallel_jit
 def sgd_step(m, g_mse, g_ent, lr):
     """``m -= lr * (g_mse + g_ent)``; return the number of non-finite new values."""
     bad = 0
@@ -160,7 +159,7 @@ def sgd_step(m, g_mse, g_ent, lr):
     return bad
 
 
-@njit(parallel=True, **_jit)
+@parallel_jit
 def adam_step(m, g_mse, g_ent, lr, beta1, beta2, eps, step, mom1, mom2):
     """One Adam update of ``m`` (Kingma & Ba), ``step`` counting from 1.
 

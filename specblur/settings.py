@@ -1,85 +1,132 @@
-"""The settings of one run (SPEC §8): their types, defaults and checks.
+"""The settings of one run (SPEC §7-8): their types, defaults and checks.
 
 A run's settings are exactly the keyword arguments of :func:`specblur.fit`. The sweep
-runner and ``fit`` both resolve them here, so one table decides what is valid.
+runner and ``fit`` both resolve them here into a frozen :class:`Settings`, so one table
+decides what is valid, and code reads ``settings.mode`` rather than a key of a loose dict.
+:class:`Settings` is also a read-only mapping, so ``dict(settings)`` and
+``fit(X, **settings)`` work.
 """
-import difflib
+from __future__ import annotations
 
-import numpy as np
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Optional
 
-from .blur_api import MODES
+from ._checks import check_keys, to_choice, to_float, to_int
 from .errors import SpecblurError
+from .kernels import MODES
+from .models import validate_model_spec
 
-PARAMS = ("raw", "relu", "softplus", "exp")
+__all__ = ["ENTROPY_REDUCE", "LAMBDA_ON", "OPTIMIZERS", "PARAMS", "Param", "SETTINGS", "Settings",
+           "resolve"]
+
 LAMBDA_ON = ("entropy", "mse")
 ENTROPY_REDUCE = ("sum", "mean")
 OPTIMIZERS = ("sgd", "adam")
 
-# key -> (type or tuple of valid strings, default). snapshot_every defaults to epochs.
-SETTINGS = {
-    "m_init": (float, 1.0),
-    "lam": (float, 1.0),
-    "lambda_on": (LAMBDA_ON, "entropy"),
-    "entropy_reduce": (ENTROPY_REDUCE, "sum"),
-    "eps": (float, 1e-8),
-    "mode": (MODES, "truncate"),
-    "param": (PARAMS, "raw"),
-    "optimizer": (OPTIMIZERS, "sgd"),
-    "lr": (float, 1.0),
-    "beta1": (float, 0.9),
-    "beta2": (float, 0.999),
-    "adam_eps": (float, 1e-8),
-    "epochs": (int, 1000),
-    "log_every": (int, 1),
-    "snapshot_every": (int, None),
-    "model": (dict, {"kind": "identity"}),
-    "seed": (int, 0),
-}
-POSITIVE = ("epochs", "log_every", "snapshot_every")
+
+class Param(enum.IntEnum):
+    """Parameterisations of the radius (SPEC §7); the values are the objective kernels' codes."""
+
+    RAW = 0
+    RELU = 1
+    SOFTPLUS = 2
+    EXP = 3
+
+    @classmethod
+    def of(cls, name: str) -> "Param":
+        """The member named ``name`` (``"raw"``, ``"relu"``, ...)."""
+        return cls[name.upper()]
+
+    @property
+    def radius_is_m(self) -> bool:
+        """True when ``r = m`` (raw and relu), so ``dr/dm = 1`` and no radius pass is needed."""
+        return self in (Param.RAW, Param.RELU)
+
+    @property
+    def needs_positive_init(self) -> bool:
+        """True when ``param⁻¹(r0)`` needs ``r0 > 0``."""
+        return self in (Param.SOFTPLUS, Param.EXP)
 
 
-def suggest(key, valid):
-    """A ``"; did you mean 'x'?"`` hint for a mistyped ``key``, or ``""``."""
-    close = difflib.get_close_matches(str(key), list(valid), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+PARAMS = tuple(p.name.lower() for p in Param)
 
 
-def to_float(value, where):
-    """Cast a finite number, or a string such as ``'1e-6'`` (YAML 1.1 reads those as strings)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating, str)):
-        raise SpecblurError(f"{where} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise SpecblurError(f"{where} must be a number, got {value!r}") from None
-    if not np.isfinite(number):
-        raise SpecblurError(f"{where} must be finite, got {value!r}")
-    return number
+def _setting(default, kind, **extra):
+    """A dataclass field carrying its declared kind: a type, or a tuple of valid strings."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"kind": kind, **extra})
+    return field(default=default, metadata={"kind": kind, **extra})
 
 
-def to_int(value, where):
-    """Cast an integer, an integral float (``1e4``) or such a string; reject others."""
-    if isinstance(value, (bool, np.bool_)):
-        raise SpecblurError(f"{where} must be an integer, got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    number = to_float(value, where)
-    if not number.is_integer():
-        raise SpecblurError(f"{where} must be an integer, got {value!r}")
-    return int(number)
+@dataclass(frozen=True)
+class Settings(Mapping):
+    """The resolved settings of one run, each in its declared type (SPEC §8's table).
+
+    Build it with :func:`resolve`, which fills in defaults and checks every value.
+    ``snapshot_every`` is None only before resolution (it then defaults to ``epochs``);
+    ``m_init`` is None in a :class:`~specblur.FitResult` whose initial radius was a field.
+    """
+
+    m_init: Optional[float] = _setting(1.0, float)
+    lam: float = _setting(1.0, float)
+    lambda_on: str = _setting("entropy", LAMBDA_ON)
+    entropy_reduce: str = _setting("sum", ENTROPY_REDUCE)
+    eps: float = _setting(1e-8, float, low=0.0)
+    mode: str = _setting("truncate", MODES)
+    param: str = _setting("raw", PARAMS)
+    optimizer: str = _setting("sgd", OPTIMIZERS)
+    lr: float = _setting(1.0, float)
+    beta1: float = _setting(0.9, float, low=0.0, high=1.0)
+    beta2: float = _setting(0.999, float, low=0.0, high=1.0)
+    adam_eps: float = _setting(1e-8, float, low=0.0)
+    epochs: int = _setting(1000, int, positive=True)
+    log_every: int = _setting(1, int, positive=True)
+    snapshot_every: Optional[int] = _setting(None, int, positive=True)
+    model: dict = _setting({"kind": "identity"}, dict)
+    seed: int = _setting(0, int)
+
+    # read-only mapping over the fields, in declaration order
+    def __getitem__(self, key):
+        if key not in SETTINGS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(SETTINGS)
+
+    def __len__(self):
+        return len(SETTINGS)
+
+    @property
+    def param_kind(self) -> Param:
+        """``param`` as a :class:`Param`."""
+        return Param.of(self.param)
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        """``(c_D, c_H)``: the factors of the MSE and of the entropy in the loss (SPEC §7)."""
+        return (1.0, self.lam) if self.lambda_on == "entropy" else (self.lam, 1.0)
+
+    def as_dict(self) -> dict:
+        """A plain dict of the settings (the model spec copied)."""
+        return {key: (dict(value) if isinstance(value, dict) else value)
+                for key, value in self.items()}
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with some values changed (unchecked: use :func:`resolve` for user input)."""
+        return replace(self, **changes)
 
 
-def to_choice(value, choices, where):
-    """Check that ``value`` is one of the strings ``choices``."""
-    if value not in choices:
-        raise SpecblurError(
-            f"{where} must be one of {', '.join(choices)}; got {value!r}{suggest(value, choices)}"
-        )
-    return value
+#: key -> (type or tuple of valid strings, default); derived from :class:`Settings`.
+SETTINGS = {f.name: (f.metadata["kind"],
+                     f.default if not callable(f.default_factory) else f.default_factory())
+            for f in fields(Settings)}
+_META = {f.name: f.metadata for f in fields(Settings)}
 
 
-def resolve(settings, where="settings"):
+def resolve(settings: Mapping, where: str = "settings") -> Settings:
     """Fill in defaults, cast every value to its declared type and check it.
 
     Parameters
@@ -91,7 +138,7 @@ def resolve(settings, where="settings"):
 
     Returns
     -------
-    dict
+    Settings
         Every key of ``SETTINGS``, in its declared type.
 
     Raises
@@ -99,11 +146,7 @@ def resolve(settings, where="settings"):
     SpecblurError
         Naming the first unknown key (with the closest valid one), wrong type or bad value.
     """
-    from .models import validate_model_spec
-
-    for key in settings:
-        if key not in SETTINGS:
-            raise SpecblurError(f"{where}: unknown setting {key!r}{suggest(key, SETTINGS)}")
+    check_keys(settings, SETTINGS, where, what="setting")
     out = {}
     for key, (kind, default) in SETTINGS.items():
         value = settings.get(key, default)
@@ -123,16 +166,16 @@ def resolve(settings, where="settings"):
                 raise SpecblurError(f"{where}: {exc}") from None
         else:
             out[key] = to_choice(value, kind, name)
-        if key in POSITIVE and out[key] is not None and out[key] <= 0:
+        meta = _META[key]
+        if meta.get("positive") and out[key] is not None and out[key] <= 0:
             raise SpecblurError(f"{name} must be a positive integer, got {value!r}")
+        if "low" in meta and out[key] is not None and not meta["low"] <= out[key] < meta.get("high", float("inf")):
+            raise SpecblurError(f"{where}: {key} must be in [{meta['low']:g}, "
+                                f"{meta.get('high', float('inf')):g}), got {out[key]}")
     if out["snapshot_every"] is None:
         out["snapshot_every"] = out["epochs"]
-    if out["param"] in ("softplus", "exp") and out["m_init"] <= 0:
+    if Param.of(out["param"]).needs_positive_init and out["m_init"] <= 0:
         raise SpecblurError(f"{where}: m_init must be > 0 with param {out['param']!r}, got {out['m_init']}")
-    for key, low, high in (("eps", 0.0, np.inf), ("adam_eps", 0.0, np.inf),
-                           ("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0)):
-        if not low <= out[key] < high:
-            raise SpecblurError(f"{where}: {key} must be in [{low:g}, {high:g}), got {out[key]}")
     if out["lr"] <= 0:
         raise SpecblurError(f"{where}: lr must be positive, got {out['lr']}")
-    return out
+    return Settings(**out)

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecblurError
+from .schema import SPEAKER_ENCODER_INPUT
 
 __all__ = ["SpeakerEncoder", "INPUT", "weights_path", "missing_requirements"]
 
 # The input settings the encoder consumes (resemblyzer.hparams).
-INPUT = {"sr": 16000, "n_fft": 400, "hop": 160}
+INPUT = SPEAKER_ENCODER_INPUT
 N_MELS = 40
 HIDDEN = 256
 EMBEDDING = 256
@@ -40,7 +41,7 @@ DTYPES = ("float32", "float64")
 INSTALL_HINT = ("pip install 'specblur[speaker]' && pip install --no-deps resemblyzer")
 
 
-def weights_path():
+def weights_path() -> Path | None:
     """Path of ``resemblyzer/pretrained.pt``, or None when resemblyzer is not installed."""
     try:
         spec = importlib.util.find_spec("resemblyzer")
@@ -55,7 +56,7 @@ def weights_path():
     return None
 
 
-def missing_requirements():
+def missing_requirements() -> str | None:
     """A message naming what the encoder lacks (torch, the weights), or None."""
     missing = []
     if importlib.util.find_spec("torch") is None:
@@ -128,7 +129,7 @@ class SpeakerEncoder:
     def _check(self, Y):
         Y = np.asarray(Y)
         if Y.ndim not in (2, 3) or Y.shape[-2] != self.n_bins:
-            raise ValueError(f"expected ({self.n_bins}, T) or (B, {self.n_bins}, T), "
+            raise SpecblurError(f"expected ({self.n_bins}, T) or (B, {self.n_bins}, T), "
                              f"got shape {Y.shape}")
         return Y
 
@@ -140,7 +141,7 @@ class SpeakerEncoder:
         raw = self.torch.relu(self.linear(hidden[-1]))
         return raw / self.torch.linalg.vector_norm(raw, dim=1, keepdim=True)
 
-    def forward(self, Y):
+    def forward(self, Y: np.ndarray) -> np.ndarray:
         """The unit-norm embedding, shape ``(256, 1)`` (or ``(B, 256, 1)``), float64."""
         Y = self._check(Y)
         batch = Y.ndim == 3
@@ -152,7 +153,7 @@ class SpeakerEncoder:
         out = emb.detach().numpy().astype(np.float64)[..., None]
         return out if batch else out[0]
 
-    def vjp(self, Y, g_out):
+    def vjp(self, Y: np.ndarray, g_out: np.ndarray) -> np.ndarray:
         """Pull `g_out` of shape ``(256, 1)`` (or ``(B, 256, 1)``) back to ``Y``'s shape."""
         Y = self._check(Y)
         cache, self._cache = self._cache, None

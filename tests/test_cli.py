@@ -24,8 +24,8 @@ import yaml
 
 import specblur
 from specblur.cli import sweep_main
-from specblur.results import load
-from specblur.sweep_config import load_sweep, make_run_id
+from specblur.sweep.results import load
+from specblur.sweep.config import load_sweep, make_run_id
 
 SR = 8000
 HISTORY_METRICS = ["loss", "mse", "entropy", "gmse_mean", "gmse_var", "gent_mean", "gent_var",

@@ -19,8 +19,11 @@ from matplotlib.figure import Figure
 
 import specblur
 from specblur import report
-from specblur.runner import run_sweep
-from specblur.sweep_config import load_sweep
+from specblur.cli import report_main
+from specblur.schema import METRICS
+from specblur.sweep.results import input_magnitude, read_fields, read_geometry
+from specblur.sweep.runner import run_sweep
+from specblur.sweep.config import load_sweep
 
 SR = 8000
 CHROMIUM = Path("/usr/bin/chromium")
@@ -175,7 +178,7 @@ def test_failed_run_escaping_and_missing_files(tmp_path, results):
     failed["run_id"] = "0123456789ab"
     failed["status"] = "failed"
     failed["error"] = "RuntimeError: the model broke <script>alert(1)</script>"
-    for col in report.METRICS:
+    for col in METRICS:
         failed[col] = np.nan
     pd.concat([runs, failed], ignore_index=True).to_parquet(copy / "runs.parquet")
     page = report.write_report(copy)
@@ -201,12 +204,12 @@ def test_spectrogram_input_and_no_input(tmp_path):
     assert parsed.attrs("audio") == []
     assert len(parsed.attrs("img")) == 3 + 1
     assert "no original audio" in page.read_text(encoding="utf-8")
-    np.testing.assert_allclose(report.input_magnitude(folder), X)
+    np.testing.assert_allclose(input_magnitude(folder), X)
     (tmp_path / "x.npy").unlink()
-    assert report.input_magnitude(folder) is None
+    assert input_magnitude(folder) is None
     res = specblur.load(folder)
     fig = report.plot_run(res.history, res.fields, res.outputs, res.runs.iloc[0], X=None,
-                          **report.read_geometry(folder))
+                          **read_geometry(folder))
     notes = [t.get_text() for a in fig.axes for t in a.texts]
     assert any("no input audio or spectrogram" in n for n in notes), notes
 
@@ -214,13 +217,13 @@ def test_spectrogram_input_and_no_input(tmp_path):
 def test_input_magnitude_from_original_wav(tmp_path, results):
     """Without the input file, X is the STFT of audio/original.wav (the input as analysed)."""
     folder, _ = results
-    exact = report.input_magnitude(folder)
+    exact = input_magnitude(folder)
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
     sweep = (copy / "sweep.yaml").read_text()
     (copy / "sweep.yaml").write_text(sweep.replace(str(folder.parent.parent / "a.wav"),
                                                    str(tmp_path / "gone.wav")))
-    from_wav = report.input_magnitude(copy)
+    from_wav = input_magnitude(copy)
     assert from_wav.shape == exact.shape == (33, 1 + int(0.3 * SR) // 32)
     np.testing.assert_allclose(from_wav, exact, atol=1e-5 * exact.max())
 
@@ -231,9 +234,9 @@ def test_input_magnitude_from_original_wav(tmp_path, results):
 def test_plot_functions_take_the_dataframes_of_load(results):
     folder, _ = results
     res = specblur.load(folder)
-    geo = report.read_geometry(folder)
+    geo = read_geometry(folder)
     assert geo == {"sr": 8000, "n_fft": 64, "hop": 32}
-    X = report.input_magnitude(folder)
+    X = input_magnitude(folder)
     run = res.runs.iloc[1]
     fig = report.plot_run(res.history, res.fields, res.outputs, run, X=X, **geo)
     assert isinstance(fig, Figure)
@@ -264,7 +267,7 @@ def test_single_panels_make_their_own_figure(results):
     res = specblur.load(folder)
     rid = res.runs.run_id.iloc[0]
     hist = res.history[res.history.run_id == rid]
-    fields = report.read_fields(folder, rid, epochs="last")
+    fields = read_fields(folder, rid, epochs="last")
     assert set(fields["epoch"]) == {6}
     ax = report.plot_loss_parts(hist, res.runs.iloc[0])
     assert ax.get_xlabel() == "epoch (updates)"
@@ -272,8 +275,8 @@ def test_single_panels_make_their_own_figure(results):
     assert ax.get_xlabel() == "time (s)"
     ax = report.plot_radius_field(fields)                # without the geometry: frames
     assert ax.get_xlabel() == "frame"
-    assert set(report.read_fields(folder, rid)["epoch"]) == {3, 6}
-    assert set(report.read_fields(folder, rid, epochs="all")["epoch"]) == {3, 6}
+    assert set(read_fields(folder, rid)["epoch"]) == {3, 6}
+    assert set(read_fields(folder, rid, epochs="all")["epoch"]) == {3, 6}
 
 
 # --- the command line -------------------------------------------------------------------
@@ -285,7 +288,7 @@ def test_main_writes_the_report(tmp_path, results, capsys):
     shutil.copytree(folder, copy)
     shutil.rmtree(copy / "report")
     (copy / "report.html").unlink()
-    assert report.main([str(copy), "--jobs", "2"]) == 0
+    assert report_main([str(copy), "--jobs", "2"]) == 0
     assert capsys.readouterr().out.strip() == str(copy / "report.html")
     assert len(list((copy / "report").glob("*.png"))) == 4
 
@@ -297,7 +300,7 @@ def test_main_bad_folder(tmp_path, capsys, make):
         target.mkdir()
     elif make == "file":
         target.write_text("x")
-    assert report.main([str(target)]) == 2
+    assert report_main([str(target)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("specblur-report: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and str(target) in err
@@ -306,7 +309,7 @@ def test_main_bad_folder(tmp_path, capsys, make):
 
 def test_main_bad_jobs(results, capsys):
     folder, _ = results
-    assert report.main([str(folder), "--jobs", "0"]) == 2
+    assert report_main([str(folder), "--jobs", "0"]) == 2
     assert "--jobs" in capsys.readouterr().err
 
 

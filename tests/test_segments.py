@@ -9,10 +9,11 @@ import soundfile as sf
 
 import specblur
 from specblur import SpecblurError
-from specblur.runner import run_sweep
-from specblur.segments import (AUTO_DEFAULTS, auto_frame_labels, frame_labels, load_segments,
-                               read_intervals, segment_stats, write_textgrid)
-from specblur.sweep_config import load_sweep
+from specblur.sweep.runner import run_sweep
+from specblur.segmentation import (AUTO_DEFAULTS, auto_frame_labels, frame_labels,
+                                   read_intervals, segment_stats, write_textgrid)
+from specblur.sweep.results import load_segments
+from specblur.sweep.config import load_sweep
 
 SR, HOP = 16000, 128
 

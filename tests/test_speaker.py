@@ -17,7 +17,7 @@ import specblur
 from specblur.audio import Spectrogram
 from specblur.errors import SpecblurError
 from specblur.models import make_model, validate_model_spec
-from specblur.sweep_config import load_sweep
+from specblur.sweep.config import load_sweep
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "arctic_a0007.wav"
 NO_TORCH = importlib.util.find_spec("torch") is None
@@ -179,7 +179,7 @@ def test_batch_axis(sample, encoder64):
 
 @needs_torch
 def test_short_sweep_runs_end_to_end(tmp_path):
-    from specblur.runner import run_sweep
+    from specblur.sweep.runner import run_sweep
 
     path = write_sweep(tmp_path, """\
         name: spk

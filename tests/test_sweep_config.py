@@ -14,7 +14,7 @@ import soundfile as sf
 
 from specblur.errors import SpecblurError
 from specblur.settings import SETTINGS
-from specblur.sweep_config import load_sweep
+from specblur.sweep.config import load_sweep
 
 SR = 8000
 INPUT = "input: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32}\n"

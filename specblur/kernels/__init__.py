@@ -1,36 +1,84 @@
-"""Blur kernels: ``cpu`` (Numba, parallel over tiles of frames) and ``gpu`` (Numba CUDA).
+"""Blur kernels: one set of per-bin formulas (``_scalar``) compiled for the CPU and the GPU.
 
-``specblur`` compiles its cached kernels inside ``own_cache_dir()``, which points Numba's
-on-disk cache at a folder named after a digest of specblur's jitted sources. Numba checks only the timestamp of the file that holds a
-cached function, not of the helpers it inlines from other files, so without this a
-change to ``_scalar.py`` could leave a stale compiled kernel in use.
+``cpu`` runs ``numba`` parallel loops over tiles of frames, ``gpu`` runs ``numba.cuda``
+kernels with one thread per frame. Both take C-ordered ``(B, K, T)`` arrays and a mode
+code from :data:`MODE_CODES`. :func:`for_device` picks one and says how arrays move to
+and from it; ``_numba`` holds the shared Numba options, ``_cuda`` the one CUDA import.
 """
-import contextlib
-import hashlib
-import os
-from pathlib import Path
+from __future__ import annotations
 
-import numba
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
 
-_PACKAGE = Path(__file__).resolve().parent.parent
-_JITTED = ("kernels/_scalar.py", "kernels/cpu.py", "objective.py")
+from .._checks import suggest
+from ..errors import SpecblurError
 
-
-def _cache_dir():
-    digest = hashlib.sha256()
-    for name in _JITTED:
-        digest.update((_PACKAGE / name).read_bytes())
-    root = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "specblur")
-    return os.path.join(root, f"numba-{digest.hexdigest()[:16]}")
+#: Boundary modes (SPEC §4) and the integer codes the kernels take.
+MODE_CODES = {"truncate": 0, "conserve": 1}
+MODES = tuple(MODE_CODES)
+DEVICES = ("cpu", "cuda")
 
 
-@contextlib.contextmanager
-def own_cache_dir():
-    """Within this block, ``@njit(cache=True)`` functions cache under specblur's folder."""
-    saved = numba.config.CACHE_DIR
-    numba.config.CACHE_DIR = _cache_dir()
+@dataclass(frozen=True)
+class Backend:
+    """The kernels of one device and how arrays reach them.
+
+    Attributes
+    ----------
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    kernels : module
+        ``blur_forward(X, R, mode_code, Y)`` and ``blur_backward(X, R, G, mode_code, dX, dR)``.
+    send, fetch : callable
+        Host array to the device's array type, and back (identities on the CPU).
+    empty : callable
+        ``empty(shape, dtype)`` on the device.
+    """
+
+    device: str
+    kernels: ModuleType
+    send: Callable
+    fetch: Callable
+    empty: Callable
+
+
+def for_device(device: str) -> Backend:
+    """The :class:`Backend` of ``device`` (``"cpu"`` or ``"cuda"``).
+
+    Raises
+    ------
+    SpecblurError
+        For another device, or ``"cuda"`` on a machine without a usable GPU.
+    """
+    import numpy as np
+
+    if device == "cpu":
+        from . import cpu
+
+        return Backend("cpu", cpu, _same, _same, np.empty)
+    if device == "cuda":
+        from ._cuda import require_cuda
+
+        cuda = require_cuda()
+        from . import gpu
+
+        return Backend("cuda", gpu, cuda.to_device, _to_host, cuda.device_array)
+    raise SpecblurError(f"unknown device {device!r}; valid devices are {', '.join(DEVICES)}")
+
+
+def mode_code(mode: str) -> int:
+    """The kernels' code of a boundary mode, or a SpecblurError naming the valid ones."""
     try:
-        yield
-    finally:
-        numba.config.CACHE_DIR = saved
+        return MODE_CODES[mode]
+    except (KeyError, TypeError):
+        raise SpecblurError(f"unknown mode {mode!r}; valid modes are {', '.join(MODES)}"
+                            f"{suggest(mode, MODES)}") from None
+
+
+def _same(a):
+    return a
+
+
+def _to_host(a):
+    return a.copy_to_host()

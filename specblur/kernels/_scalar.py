@@ -12,13 +12,14 @@ Notation (SPEC §3): ``n = ceil(r) - 1``, ``f = r - n`` in ``(0, 1]`` and
 """
 import math
 from types import SimpleNamespace
+from typing import Callable
 
 # Radii beyond this are computed as R_MAX, so that S = O(r^2) stays finite; every weight
 # of such a kernel is below 1e-15 either way.
 R_MAX = 1.0e15
 
 
-def build(jit):
+def build(jit: Callable) -> SimpleNamespace:
     """Return the per-bin functions compiled by the decorator ``jit``."""
 
     @jit

@@ -6,19 +6,17 @@ the frames innermost, so every access to the arrays is contiguous. Each tile use
 O(K * TILE) float64 scratch.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import _scalar
+from ._numba import TILE, jit, parallel_jit
 
-TILE = 32
-FASTMATH = {"nsz", "arcp", "contract", "afn"}
-
-_bins = _scalar.build(njit(inline="always", fastmath=FASTMATH, cache=True))
+_bins = _scalar.build(jit(inline="always"))
 scatter_source = _bins.scatter_source
 bin_vjp = _bins.bin_vjp
 
 
-@njit(inline="always", cache=True)
+@jit(inline="always")
 def _tile(job, ntiles, T):
     """Batch item, first frame and width of tile number ``job``."""
     b = job // ntiles
@@ -26,8 +24,8 @@ def _tile(job, ntiles, T):
     return b, t0, min(TILE, T - t0)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def blur_forward(X, R, conserve, Y):
+@parallel_jit
+def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> None:
     """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``."""
     nb, K, T = X.shape
     ntiles = (T + TILE - 1) // TILE
@@ -38,7 +36,7 @@ def blur_forward(X, R, conserve, Y):
         for p in range(K):
             for j in range(width):
                 own[p, j] = scatter_source(d2, j, p, K, np.float64(R[b, p, t0 + j]),
-                                           np.float64(X[b, p, t0 + j]), conserve)
+                                           np.float64(X[b, p, t0 + j]), mode)
         slope = np.zeros(TILE)
         value = np.zeros(TILE)
         for i in range(K):
@@ -48,8 +46,9 @@ def blur_forward(X, R, conserve, Y):
                 Y[b, i, t0 + j] = value[j] + own[i, j]
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def blur_backward(X, R, G, conserve, dX, dR):
+@parallel_jit
+def blur_backward(X: np.ndarray, R: np.ndarray, G: np.ndarray, mode: int, dX: np.ndarray,
+                  dR: np.ndarray) -> None:
     """Write the vector-Jacobian products of ``blur`` for cotangent ``G`` into ``dX``, ``dR``."""
     nb, K, T = X.shape
     ntiles = (T + TILE - 1) // TILE
@@ -66,7 +65,7 @@ def blur_backward(X, R, G, conserve, dX, dR):
             for j in range(width):
                 gx, gr = bin_vjp(
                     P0, P1, j, p, K, np.float64(R[b, p, t0 + j]), np.float64(X[b, p, t0 + j]),
-                    np.float64(G[b, p, t0 + j]), conserve,
+                    np.float64(G[b, p, t0 + j]), mode,
                 )
                 dX[b, p, t0 + j] = gx
                 dR[b, p, t0 + j] = gr

@@ -1,174 +1,100 @@
-"""Plots and a static HTML report of a sweep's results folder (``specblur-report DIR``).
+"""Plots of a sweep's results, as functions of the DataFrames of :func:`specblur.load`.
 
-The plotting functions take the DataFrames of :func:`specblur.load` (or of
-:func:`read_fields` for the large fields table), so they can be used in a notebook::
+They can be used in a notebook::
 
     import specblur
     from specblur import report
+    from specblur.sweep.results import input_magnitude, read_fields, read_geometry
 
     res = specblur.load("results/seed-table", tables=("history", "outputs"))
     run = res.runs.iloc[0]
-    fields = report.read_fields(res.path, run.run_id)          # first and last snapshot
-    geo = report.read_geometry(res.path)                       # sr, n_fft, hop
-    X = report.input_magnitude(res.path)                       # |STFT| of the input
+    fields = read_fields(res.path, run.run_id)          # first and last snapshot
+    geo = read_geometry(res.path)                       # sr, n_fft, hop
+    X = input_magnitude(res.path)                       # |STFT| of the input
     fig = report.plot_run(res.history, fields, res.outputs, run, X=X, **geo)
-
-:func:`write_report` draws one PNG per run and one for the sweep under ``DIR/report/`` and
-writes ``DIR/report.html``, a static page with relative links only, which holds a table of
-the runs, their plots and ``<audio>`` players for the original and for every snapshot.
 
 Figures are made with :class:`matplotlib.figure.Figure` on the Agg canvas, never through
 ``pyplot``: nothing opens a window or blocks, nothing is left open, and importing this
 module does not change the backend of an interactive session.
 """
-import argparse
-import html
+from __future__ import annotations
+
 import math
-import os
-import sys
 import textwrap
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
-from urllib.parse import quote
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
 import pandas as pd
-import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from ._io import atomic_write
-from .results import read_fields
-from .errors import SpecblurError
+from ..errors import SpecblurError
+from ..schema import RUN_COLUMNS
 
 __all__ = [
-    "input_magnitude", "main", "plot_gradient_histograms", "plot_gradient_stats",
-    "plot_loss_parts", "plot_outputs", "plot_radius_field", "plot_radius_histogram",
-    "plot_radius_stats", "plot_run", "plot_spectrograms", "plot_sweep", "read_fields",
-    "read_geometry", "run_label", "write_report",
+    "plot_gradient_histograms", "plot_gradient_stats", "plot_loss_parts", "plot_outputs",
+    "plot_radius_field", "plot_radius_histogram", "plot_radius_stats", "plot_run",
+    "plot_segments", "plot_spectrograms", "plot_sweep", "run_label", "setting_columns",
+    "varying_settings",
 ]
 
-DPI = 80
 MSE_COLOUR, ENT_COLOUR = "C0", "C1"   # the log's colours: MSE in blue, entropy H in orange
 IDENTITY_COLOUR = "red"               # bins with r <= 1 in the radius field
 DB_RANGE = 80.0                       # dynamic range of the spectrogram plots
-METRICS = ("loss", "mse", "entropy", "gmse_mean", "gmse_var", "gent_mean", "gent_var",
-           "m_mean", "m_std", "m_min", "m_max", "frac_identity", "frac_negative",
-           "energy_ratio")
-NOT_SETTINGS = {"run_id", "status", "error", "epochs_done", "wall_seconds", "device",
-                "seconds", "epoch", *METRICS}
+NOT_SETTINGS = {"run_id", *RUN_COLUMNS, "seconds", "epoch"}
+AxesPair = Sequence[Axes]
 ALWAYS_SHOWN = ("lam", "lambda_on", "mode", "param", "m_init")
-TABLE_METRICS = ("loss", "mse", "entropy", "m_mean", "frac_identity", "energy_ratio")
-_RC = {"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-       "xtick.labelsize": 9, "ytick.labelsize": 9}
+RC = {"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+      "xtick.labelsize": 9, "ytick.labelsize": 9}
+
+# Parameter entries that many plotting functions share, substituted into their docstrings
+# by ``_shared_doc`` where a docstring says ``%(name)s`` (the scipy ``doccer`` convention).
+_DOC_PARTS = {
+    "history": "history : pandas.DataFrame\n    One run's history table.",
+    "fields": "fields : pandas.DataFrame\n    One run's fields rows, as :func:`~specblur.sweep.results.read_fields` "
+              "reads them",
+    "ax": "ax : matplotlib.axes.Axes, optional\n    A new figure if None.",
+    "axes": "axes : pair of matplotlib.axes.Axes, optional\n    A new figure if None.",
+    "label": "label : str, optional\n    A first title line, such as :func:`run_label`.",
+    "returns_ax": "Returns\n-------\nmatplotlib.axes.Axes",
+    "returns_axes": "Returns\n-------\npair of matplotlib.axes.Axes",
+}
+_DOC_PARTS["ax_label_returns"] = "\n".join(
+    (_DOC_PARTS["ax"], _DOC_PARTS["label"], "", _DOC_PARTS["returns_ax"]))
+_DOC_PARTS["axes_label_returns"] = "\n".join(
+    (_DOC_PARTS["axes"], _DOC_PARTS["label"], "", _DOC_PARTS["returns_axes"]))
 
 
-# --- reading --------------------------------------------------------------------------------
+def _shared_doc(function):
+    """Fill the ``%(name)s`` entries of ``function``'s docstring from ``_DOC_PARTS``."""
+    doc = function.__doc__
+    for name, text in _DOC_PARTS.items():
+        doc = doc.replace(f"%({name})s", text.replace("\n", "\n    ").replace("\n    \n", "\n\n"))
+    function.__doc__ = doc
+    return function
 
-
-def read_geometry(folder):
-    """The input's ``sr``, ``n_fft`` and ``hop`` from ``<folder>/sweep.yaml``.
-
-    Parameters
-    ----------
-    folder : str or os.PathLike
-        A sweep's results folder.
-
-    Returns
-    -------
-    dict
-        ``{"sr": int or None, "n_fft": int or None, "hop": int or None}``; the values are
-        None when ``sweep.yaml`` is missing or unreadable, and the plots then use frames
-        and bins instead of seconds and hertz.
-    """
-    inp = _read_sweep(Path(folder)).get("input") or {}
-    return {key: _positive_int(inp.get(key)) for key in ("sr", "n_fft", "hop")}
-
-
-def input_magnitude(folder):
-    """The input magnitude spectrogram ``X`` of a sweep, or None if it cannot be rebuilt.
-
-    The input file named in ``sweep.yaml`` is analysed again when it still exists with the
-    recorded sha256 (this is exact, and works for ``.npy`` inputs too); otherwise ``X`` is
-    the STFT of ``audio/original.wav`` (the input as analysed).
-
-    Parameters
-    ----------
-    folder : str or os.PathLike
-        A sweep's results folder.
-
-    Returns
-    -------
-    numpy.ndarray or None
-        ``(K, T)`` magnitudes.
-    """
-    from .audio import load_audio, stft
-    from .runner import load_input
-    from .sweep_config import file_sha256
-
-    folder = Path(folder)
-    inp = _read_sweep(folder).get("input") or {}
-    source = inp.get("audio") or inp.get("spectrogram")
-    try:
-        if source and Path(source).is_file() and inp.get("sha256") == file_sha256(source):
-            return load_input(inp).mag
-    except (SpecblurError, OSError, KeyError, TypeError, ValueError):
-        pass
-    geo = read_geometry(folder)
-    original = folder / "audio" / "original.wav"
-    if original.is_file() and None not in geo.values():
-        try:
-            return np.abs(stft(load_audio(original, geo["sr"]), geo["n_fft"], geo["hop"]))
-        except SpecblurError:
-            return None
-    return None
-
-
-def _read_sweep(folder):
-    path = Path(folder) / "sweep.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _positive_int(value):
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        return None
-    return value if value > 0 else None
-
-
-def _ordered_runs(runs, sweep):
-    """The runs table in the order of ``sweep.yaml``, then any others in their own order."""
-    runs = runs.copy()
-    runs["run_id"] = runs["run_id"].astype(str)
-    order = [str(r.get("run_id")) for r in sweep.get("runs") or [] if isinstance(r, dict)]
-    rank = {rid: i for i, rid in enumerate(order)}
-    runs["_rank"] = [rank.get(rid, len(rank) + i) for i, rid in enumerate(runs["run_id"])]
-    return runs.sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
 
 
 # --- labels ---------------------------------------------------------------------------------
 
 
-def setting_columns(runs):
+def setting_columns(runs: pd.DataFrame) -> list[str]:
     """The columns of a runs table that hold settings, in table order."""
     return [c for c in runs.columns if c not in NOT_SETTINGS and not c.startswith("_")]
 
 
-def varying_settings(runs):
+def varying_settings(runs: pd.DataFrame) -> list[str]:
     """The setting columns whose values differ between the runs."""
     return [c for c in setting_columns(runs) if runs[c].astype(str).nunique(dropna=False) > 1]
 
 
-def _fmt(value):
+def fmt(value: object) -> str:
+    """A value as the report shows it (4 significant digits for floats)."""
     if isinstance(value, (float, np.floating)):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     if isinstance(value, (np.integer,)):
@@ -176,7 +102,7 @@ def _fmt(value):
     return str(value)
 
 
-def run_label(run, keys=None):
+def run_label(run: Mapping, keys: Sequence[str] | None = None) -> str:
     """A short description of a run's settings, for titles.
 
     Parameters
@@ -193,10 +119,11 @@ def run_label(run, keys=None):
         For example ``"lam=0.1, lambda_on=entropy, mode=truncate, param=raw, m_init=0.1"``.
     """
     keys = list(keys) if keys is not None else list(ALWAYS_SHOWN)
-    return ", ".join(f"{k}={_fmt(run[k])}" for k in keys if k in run and not _missing(run[k]))
+    return ", ".join(f"{k}={fmt(run[k])}" for k in keys if k in run and not is_missing(run[k]))
 
 
-def _missing(value):
+def is_missing(value: object) -> bool:
+    """True for None and NaN."""
     return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
@@ -223,29 +150,27 @@ def _finite_history(history):
 def _lambda_formula(run):
     if run is None or "lambda_on" not in run:
         return "L = c_D·D − c_H·H"
-    lam = _fmt(run.get("lam", float("nan")))
+    lam = fmt(run.get("lam", float("nan")))
     if run["lambda_on"] == "entropy":
         return f"L = D − λ·H, λ={lam}"
     return f"L = λ·D − H, λ={lam}"
 
 
-def plot_loss_parts(history, run=None, ax=None, label=None):
+@_shared_doc
+def plot_loss_parts(history: pd.DataFrame, run: Mapping | None = None, ax: Axes | None = None,
+                    label: str | None = None) -> Axes:
     """The two parts of the loss over epochs: the MSE ``D`` (blue) and the entropy ``H`` (orange).
 
     Parameters
     ----------
-    history : pandas.DataFrame
-        One run's history table.
+    %(history)s
     run : mapping, optional
         The run's row of the runs table (for the formula of the loss in the title).
     ax : matplotlib.axes.Axes, optional
         Where to draw ``D``; ``H`` goes on a twin axis on the right. A new figure if None.
-    label : str, optional
-        A first title line, such as :func:`run_label`.
+    %(label)s
 
-    Returns
-    -------
-    matplotlib.axes.Axes
+    %(returns_ax)s
     """
     ax = _new_axes(ax)
     h = _finite_history(history)
@@ -261,21 +186,15 @@ def plot_loss_parts(history, run=None, ax=None, label=None):
     return ax
 
 
-def plot_gradient_stats(history, axes=None, label=None):
-    """Mean and variance over bins of the two gradient parts ``g_mse`` and ``g_ent``.
+@_shared_doc
+def plot_gradient_stats(history: pd.DataFrame, axes: AxesPair | None = None,
+                        label: str | None = None) -> AxesPair:
+    """Mean (first axes) and variance (second) over bins of the gradient parts ``g_mse``, ``g_ent``.
 
     Parameters
     ----------
-    history : pandas.DataFrame
-        One run's history table.
-    axes : pair of matplotlib.axes.Axes, optional
-        Where to draw the means and the variances. A new figure if None.
-    label : str, optional
-        A first title line.
-
-    Returns
-    -------
-    pair of matplotlib.axes.Axes
+    %(history)s
+    %(axes_label_returns)s
     """
     axes = _new_axes(axes, ncols=2)
     h = _finite_history(history)
@@ -303,7 +222,9 @@ def plot_gradient_stats(history, axes=None, label=None):
     return axes
 
 
-def plot_radius_stats(history, run=None, axes=None, label=None):
+@_shared_doc
+def plot_radius_stats(history: pd.DataFrame, run: Mapping | None = None,
+                      axes: AxesPair | None = None, label: str | None = None) -> AxesPair:
     """Radius statistics over epochs: mean ± std, min, max, and the identity and negative shares.
 
     Parameters
@@ -315,12 +236,9 @@ def plot_radius_stats(history, run=None, axes=None, label=None):
         The run's row, for the parameterisation in the labels.
     axes : pair of matplotlib.axes.Axes, optional
         Where to draw the statistics and the shares. A new figure if None.
-    label : str, optional
-        A first title line.
+    %(label)s
 
-    Returns
-    -------
-    pair of matplotlib.axes.Axes
+    %(returns_axes)s
     """
     axes = _new_axes(axes, ncols=2)
     h = _finite_history(history)
@@ -376,7 +294,10 @@ def _extent(K, T, sr, n_fft, hop):
     return (x0, x1, y0, y1), xlabel, ylabel
 
 
-def plot_radius_field(fields, *, sr=None, n_fft=None, hop=None, epoch=None, ax=None, label=None):
+@_shared_doc
+def plot_radius_field(fields: pd.DataFrame, *, sr: int | None = None, n_fft: int | None = None,
+                      hop: int | None = None, epoch: int | None = None, ax: Axes | None = None,
+                      label: str | None = None) -> Axes:
     """The radius field of one snapshot as a heatmap over time and frequency.
 
     Bins with ``r ≤ 1`` (left as they are by the blur) are drawn in red; the colour bar
@@ -392,14 +313,7 @@ def plot_radius_field(fields, *, sr=None, n_fft=None, hop=None, epoch=None, ax=N
         ``k·sr/n_fft`` Hz. Without them the axes are in frames and bins.
     epoch : int, optional
         The snapshot; the last one by default.
-    ax : matplotlib.axes.Axes, optional
-        A new figure if None.
-    label : str, optional
-        A first title line.
-
-    Returns
-    -------
-    matplotlib.axes.Axes
+    %(ax_label_returns)s
     """
     ax = _new_axes(ax)
     epoch = int(fields["epoch"].max()) if epoch is None else int(epoch)
@@ -458,21 +372,17 @@ def _hist(ax, values, colour, name, bins=60):
     return note
 
 
-def plot_radius_histogram(fields, ax=None, label=None):
+@_shared_doc
+def plot_radius_histogram(fields: pd.DataFrame, ax: Axes | None = None,
+                          label: str | None = None) -> Axes:
     """Histograms of the radius at the first and the last snapshot in ``fields``.
+
+    A dashed line marks ``r = 1``: bins at or below it are left as they are.
 
     Parameters
     ----------
-    fields : pandas.DataFrame
-        One run's fields rows (``epoch, r``).
-    ax : matplotlib.axes.Axes, optional
-        A new figure if None.
-    label : str, optional
-        A first title line.
-
-    Returns
-    -------
-    matplotlib.axes.Axes
+    %(fields)s (needs ``epoch, r``).
+    %(ax_label_returns)s
     """
     ax = _new_axes(ax)
     epochs = sorted(fields["epoch"].unique())
@@ -491,21 +401,15 @@ def plot_radius_histogram(fields, ax=None, label=None):
     return ax
 
 
-def plot_gradient_histograms(fields, axes=None, label=None):
+@_shared_doc
+def plot_gradient_histograms(fields: pd.DataFrame, axes: AxesPair | None = None,
+                             label: str | None = None) -> AxesPair:
     """Histograms of ``g_mse`` and ``g_ent`` at the last snapshot in ``fields``.
 
     Parameters
     ----------
-    fields : pandas.DataFrame
-        One run's fields rows (``epoch, g_mse, g_ent``).
-    axes : pair of matplotlib.axes.Axes, optional
-        A new figure if None.
-    label : str, optional
-        A first title line.
-
-    Returns
-    -------
-    pair of matplotlib.axes.Axes
+    %(fields)s (needs ``epoch, g_mse, g_ent``).
+    %(axes_label_returns)s
     """
     axes = _new_axes(axes, ncols=2)
     epoch = int(fields["epoch"].max())
@@ -521,7 +425,8 @@ def plot_gradient_histograms(fields, axes=None, label=None):
     return axes
 
 
-def plot_outputs(outputs, ax=None, label=None):
+@_shared_doc
+def plot_outputs(outputs: pd.DataFrame, ax: Axes | None = None, label: str | None = None) -> Axes:
     """The per-dimension distribution of the model's output ``Φ(Y)`` over frames.
 
     The last snapshot is drawn as its 5–95 % band, median and mean; the first snapshot's
@@ -531,14 +436,7 @@ def plot_outputs(outputs, ax=None, label=None):
     ----------
     outputs : pandas.DataFrame
         One run's outputs table (``epoch, dim, mean, std, q05, q50, q95``).
-    ax : matplotlib.axes.Axes, optional
-        A new figure if None.
-    label : str, optional
-        A first title line.
-
-    Returns
-    -------
-    matplotlib.axes.Axes
+    %(ax_label_returns)s
     """
     ax = _new_axes(ax)
     epochs = sorted(outputs["epoch"].unique())
@@ -557,7 +455,10 @@ def plot_outputs(outputs, ax=None, label=None):
     return ax
 
 
-def plot_spectrograms(X, r, mode, *, sr=None, n_fft=None, hop=None, axes=None, label=None):
+@_shared_doc
+def plot_spectrograms(X: np.ndarray, r: np.ndarray, mode: str, *, sr: int | None = None,
+                      n_fft: int | None = None, hop: int | None = None,
+                      axes: AxesPair | None = None, label: str | None = None) -> AxesPair:
     """The input spectrogram and its blur ``Y = blur(X, r, mode)``, in dB on one colour scale.
 
     Parameters
@@ -570,16 +471,9 @@ def plot_spectrograms(X, r, mode, *, sr=None, n_fft=None, hop=None, axes=None, l
         The run's blur mode.
     sr, n_fft, hop : int, optional
         The input's geometry, for axes in seconds and hertz.
-    axes : pair of matplotlib.axes.Axes, optional
-        A new figure if None.
-    label : str, optional
-        A first title line.
-
-    Returns
-    -------
-    pair of matplotlib.axes.Axes
+    %(axes_label_returns)s
     """
-    from .blur_api import blur
+    from ..blur_api import blur
 
     axes = _new_axes(axes, ncols=2)
     X = np.asarray(X, dtype=np.float64)
@@ -613,8 +507,10 @@ def _only_run(df, run_id):
     return df
 
 
-def plot_run(history, fields, outputs, run, *, sr=None, n_fft=None, hop=None, X=None, fig=None,
-             keys=None):
+def plot_run(history: pd.DataFrame | None, fields: pd.DataFrame, outputs: pd.DataFrame | None,
+             run: Mapping, *, sr: int | None = None, n_fft: int | None = None,
+             hop: int | None = None, X: np.ndarray | None = None, fig: Figure | None = None,
+             keys: Sequence[str] | None = None) -> Figure:
     """Every plot of one run, on one figure of 4 × 3 panels.
 
     Parameters
@@ -643,7 +539,7 @@ def plot_run(history, fields, outputs, run, *, sr=None, n_fft=None, hop=None, X=
     history = _only_run(history, run_id)
     fields = _only_run(fields, run_id)
     outputs = _only_run(outputs, run_id)
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         if fig is None:
             # a fixed layout: constrained layout would triple the time to draw
             fig = Figure(figsize=(17, 18))
@@ -698,7 +594,7 @@ def plot_run(history, fields, outputs, run, *, sr=None, n_fft=None, hop=None, X=
         keys = list(ALWAYS_SHOWN) + [k for k in (keys or ()) if k not in ALWAYS_SHOWN]
         status = run.get("status", "")
         head = f"run {run_id}: {run_label(run, keys)}"
-        tail = f"status {status}, {_fmt(run.get('epochs_done', ''))} epochs"
+        tail = f"status {status}, {fmt(run.get('epochs_done', ''))} epochs"
         fig.suptitle("\n".join(textwrap.wrap(head, 150)) + f"\n{tail}", fontsize=14,
                      fontweight="bold")
     return fig
@@ -707,7 +603,8 @@ def plot_run(history, fields, outputs, run, *, sr=None, n_fft=None, hop=None, X=
 # --- the sweep ------------------------------------------------------------------------------
 
 
-def plot_sweep(runs, history=None, fig=None, title=None):
+def plot_sweep(runs: pd.DataFrame, history: pd.DataFrame | None = None, fig: Figure | None = None,
+               title: str | None = None) -> Figure:
     """A comparison across runs: final radius, MSE and identity share against λ, coloured by mode.
 
     Markers tell where λ acts (circle: on the entropy, square: on the MSE); failed runs
@@ -732,7 +629,7 @@ def plot_sweep(runs, history=None, fig=None, title=None):
               ("mse", "final D = MSE", "final MSE", "linear"),
               ("frac_identity", "final share of bins with r ≤ 1 (%)", "final identity share",
                "linear")]
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(RC):
         if fig is None:
             fig = Figure(figsize=(17, 4.8), layout="constrained")
             FigureCanvasAgg(fig)
@@ -784,255 +681,54 @@ def plot_sweep(runs, history=None, fig=None, title=None):
     return fig
 
 
-# --- the report -----------------------------------------------------------------------------
+# --- segments -----------------------------------------------------------------------------------
 
 
-def _save(fig, path, dpi):
-    with matplotlib.rc_context(_RC):
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+def plot_segments(table: pd.DataFrame, fig: Figure | None = None, max_runs: int = 12,
+                  title: str | None = None) -> Figure:
+    """Box plot of the final radius by label, one panel per band, one box per run.
 
-
-def _run_png(job):
-    """Draw and save one run's figure (in a worker process or in this one).
-
-    Returns ``(run_id, png path or None, small history or None, problem or None)``; a run
-    whose files cannot be read or drawn is reported on the page instead of stopping it.
+    Each box is drawn from the stored statistics: the box spans q25-q75 with the median
+    line and the mean as a dot, the whiskers span q05-q95.
     """
-    folder, run, geo, X, dpi, keys = job
-    folder = Path(folder)
-    rid = str(run["run_id"])
-    try:
-        hist_path = folder / "history" / f"{rid}.parquet"
-        history = pd.read_parquet(hist_path) if hist_path.is_file() else None
-        fields = read_fields(folder, rid)
-        out_path = folder / "outputs" / f"{rid}.parquet"
-        outputs = pd.read_parquet(out_path) if out_path.is_file() else None
-        if history is None and not len(fields):
-            return rid, None, None, None
-        fig = plot_run(history, fields, outputs, run, X=X, keys=keys, **geo)
-        png = _save(fig, folder / "report" / f"{rid}.png", dpi)
-    except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop the report
-        problem = f"cannot draw run {rid}: {type(exc).__name__}: {exc}"
-        print(f"specblur-report: warning: {problem}", file=sys.stderr)
-        return rid, None, None, problem
-    small = history[["run_id", "epoch", "m_mean"]] if history is not None else None
-    return rid, png, small, None
-
-
-def write_report(folder, *, jobs=1, dpi=DPI):
-    """Draw every plot of a sweep's results folder and write ``report.html``.
-
-    Parameters
-    ----------
-    folder : str or os.PathLike
-        A sweep's results folder (``<out>/<name>``).
-    jobs : int or None
-        Worker processes (spawned) that draw the runs' figures; 1 draws them in this
-        process, and None picks ``min(4, CPU count)`` for 4 runs or more, else 1. A
-        script that calls this with ``jobs != 1`` needs an ``if __name__ == "__main__":``
-        guard, as for any spawned process pool.
-    dpi : int
-        Resolution of the PNG files.
-
-    Returns
-    -------
-    pathlib.Path
-        ``<folder>/report.html``. The plots are ``<folder>/report/<run_id>.png`` and
-        ``<folder>/report/sweep.png``; every file is written atomically.
-
-    Raises
-    ------
-    SpecblurError
-        If ``folder`` is not a results folder.
-    """
-    from .results import read_runs
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SpecblurError(f"results folder not found: {folder}")
-    if not (folder / "runs.parquet").is_file():
-        raise SpecblurError(f"{folder} is not a specblur results folder (no runs.parquet)")
-    sweep = _read_sweep(folder)
-    try:
-        runs = _ordered_runs(read_runs(folder), sweep)
-    except (OSError, ValueError) as exc:
-        raise SpecblurError(f"cannot read {folder / 'runs.parquet'}: {exc}") from exc
-    geo = read_geometry(folder)
-    X = input_magnitude(folder)
-    keys = varying_settings(runs)
-    jobs_list = [(str(folder), run.to_dict(), geo, X, dpi, keys) for _, run in runs.iterrows()]
-    if jobs is None:
-        jobs = min(4, os.cpu_count() or 1) if len(jobs_list) >= 4 else 1
-    if jobs > 1 and len(jobs_list) > 1:
-        import multiprocessing
-
-        with ProcessPoolExecutor(min(jobs, len(jobs_list)),
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = list(pool.map(_run_png, jobs_list))
-    else:
-        done = [_run_png(job) for job in jobs_list]
-    pngs = {rid: png for rid, png, _, _ in done}
-    problems = {rid: problem for rid, _, _, problem in done if problem}
-    small = [h for _, _, h, _ in done if h is not None]
-    history = pd.concat(small, ignore_index=True) if small else None
-    name = sweep.get("name") or folder.name
-    fig = plot_sweep(runs, history, title=f"sweep {name}: {len(runs)} runs")
-    sweep_png = _save(fig, folder / "report" / "sweep.png", dpi)
-    # the per-label radius comparison, when the sweep wrote segments tables
-    from .segments import load_segments, plot_segments
-    seg = load_segments(folder)
-    seg_png = _save(plot_segments(seg), folder / "report" / "segments.png", dpi) \
-        if len(seg) else None
-    page = _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, seg_png)
-    return atomic_write(folder / "report.html", lambda tmp: Path(tmp).write_text(page, "utf-8"))
-
-
-def _href(folder, path):
-    """A relative, URL-quoted link from ``folder`` to ``path``."""
-    return quote(Path(os.path.relpath(path, folder)).as_posix())
-
-
-def _snapshot_audio(folder, run_id):
-    files = []
-    for wav in (folder / "audio" / run_id).glob("epoch_*.wav"):
-        try:
-            files.append((int(wav.stem.removeprefix("epoch_")), wav))
-        except ValueError:
-            continue
-    return sorted(files)
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 0 1.5em 3em; color: #222; }
-header { position: sticky; top: 0; background: #fff; border-bottom: 1px solid #ccc;
-         padding: .4em 0; z-index: 1; display: flex; gap: 1.5em; align-items: center; }
-h1 { font-size: 1.4em; margin: .2em 0; }
-table { border-collapse: collapse; font-size: .85em; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: .2em .5em; text-align: right; }
-th { background: #f0f0f0; }
-td.text, th.text { text-align: left; }
-tr.failed { background: #fdd; } tr.diverged { background: #ffe9c7; }
-section { border-top: 2px solid #888; margin-top: 2em; scroll-margin-top: 5.5em; }
-h3 { font-size: 1em; margin: .8em 0 .3em; }
-img { max-width: 100%; height: auto; display: block; }
-.audio { display: flex; flex-wrap: wrap; gap: .6em 1.2em; }
-figure { margin: 0; } figcaption { font-size: .85em; color: #444; }
-.settings { font-family: monospace; font-size: .85em; color: #333; }
-pre.error { background: #fee; padding: .5em; white-space: pre-wrap; }
-"""
-
-
-def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, segments_png=None):
-    e = html.escape
-    shown = keys or [k for k in ALWAYS_SHOWN if k in runs]
-    original = folder / "audio" / "original.wav"
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>specblur report: {e(name)}</title>", f"<style>{_CSS}</style></head><body>",
-           "<header>", f"<h1>specblur sweep <code>{e(name)}</code></h1>"]
-    if original.is_file():
-        out.append(f'<figure><figcaption>original (input as analysed)</figcaption>'
-                   f'<audio controls preload="metadata" src="{e(_href(folder, original))}">'
-                   f'</audio></figure>')
-    else:
-        out.append("<p>no original audio (the input was a spectrogram)</p>")
-    out.append("</header>")
-    inp = sweep.get("input") or {}
-    if inp:
-        src = Path(str(inp.get("audio") or inp.get("spectrogram") or "")).name
-        out.append(f"<p>input <code>{e(src)}</code>: sr {e(_fmt(inp.get('sr')))} Hz, "
-                   f"n_fft {e(_fmt(inp.get('n_fft')))}, hop {e(_fmt(inp.get('hop')))}; "
-                   f"{len(runs)} runs.</p>")
-    # the table of runs
-    cols = ["run"] + shown + ["status", "epochs done"] + \
-        [m for m in TABLE_METRICS if m in runs] + ["wall s"]
-    out.append("<table><thead><tr>" + "".join(
-        f'<th class="{"text" if c in ("run", "status") else ""}">{e(c)}</th>' for c in cols)
-        + "</tr></thead><tbody>")
-    for _, run in runs.iterrows():
-        rid = str(run["run_id"])
-        cells = [f'<td class="text"><a href="#run-{e(rid)}"><code>{e(rid)}</code></a></td>']
-        cells += [f"<td>{e(_fmt(run[k]))}</td>" for k in shown]
-        cells.append(f'<td class="text">{e(str(run.get("status", "")))}</td>')
-        cells.append(f"<td>{e(_fmt(run.get('epochs_done', '')))}</td>")
-        cells += [f"<td>{e(_fmt(run[m]))}</td>" for m in TABLE_METRICS if m in runs]
-        cells.append(f"<td>{e(_fmt(run.get('wall_seconds', float('nan'))))}</td>")
-        status = e(str(run.get("status", "")))
-        out.append(f'<tr class="{status}">' + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    out.append('<h2>Across runs</h2>')
-    out.append(f'<img src="{e(_href(folder, sweep_png))}" alt="comparison across runs">')
-    if segments_png:
-        out.append('<h2 id="segments">Final radius by segment label and band</h2>')
-        out.append(f'<img src="{e(_href(folder, segments_png))}" '
-                   f'alt="final radius by segment label and band">')
-    settings = setting_columns(runs)
-    for _, run in runs.iterrows():
-        rid = str(run["run_id"])
-        out.append(f'<section id="run-{e(rid)}"><h2>run <code>{e(rid)}</code>: '
-                   f"{e(run_label(run, shown))}</h2>")
-        out.append('<p class="settings">' + e(", ".join(
-            f"{k}={_fmt(run[k])}" for k in settings if not _missing(run[k]))) + "</p>")
-        out.append(f"<p>status <b>{e(str(run.get('status', '')))}</b> after "
-                   f"{e(_fmt(run.get('epochs_done', '')))} epochs, "
-                   f"{e(_fmt(run.get('wall_seconds', float('nan'))))} s on "
-                   f"{e(str(run.get('device', '')))}.</p>")
-        if str(run.get("error", "") or ""):
-            out.append(f'<pre class="error">{e(str(run["error"]))}</pre>')
-        if problems.get(rid):
-            out.append(f'<pre class="error">{e(problems[rid])}</pre>')
-        if pngs.get(rid):
-            out.append(f'<img src="{e(_href(folder, pngs[rid]))}" '
-                       f'alt="plots of run {e(rid)}">')
-        audio = _snapshot_audio(folder, rid)
-        if audio:
-            out.append("<h3>blurred audio at each snapshot (the input's phase)</h3>")
-            out.append('<div class="audio">')
-            for epoch, wav in audio:
-                out.append(f"<figure><figcaption>epoch {epoch}</figcaption>"
-                           f'<audio controls preload="metadata" src="{e(_href(folder, wav))}">'
-                           f"</audio></figure>")
-            out.append("</div>")
-        out.append("</section>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def main(argv=None):
-    """Entry point of ``specblur-report DIR [--jobs N]``: write ``DIR/report.html``.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments (``sys.argv[1:]`` by default).
-
-    Returns
-    -------
-    int
-        0, or 2 with one message on stderr when ``DIR`` is not a results folder.
-    """
-    matplotlib.use("Agg")
-    parser = argparse.ArgumentParser(
-        prog="specblur-report",
-        description="Draw the plots of a sweep's results folder and write DIR/report.html.")
-    parser.add_argument("folder", metavar="DIR", help="a sweep's results folder (<out>/<name>)")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="worker processes that draw the runs' figures "
-                             "(default: up to 4, one per CPU, for 4 runs or more)")
-    args = parser.parse_args(argv)
-    if args.jobs is not None and args.jobs < 1:
-        print(f"{parser.prog}: error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
-        return 2
-    try:
-        page = write_report(args.folder, jobs=args.jobs)
-    except SpecblurError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    print(page)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    if fig is None:
+        fig = Figure(figsize=(12, 4))
+    bands = list(dict.fromkeys(table["band"]))
+    labels = sorted(table["label"].unique())
+    runs = list(dict.fromkeys(table["run_id"]))[:max_runs]
+    axes = fig.subplots(1, max(len(bands), 1), squeeze=False)[0]
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    width = 0.8 / max(len(runs), 1)
+    for ax, band in zip(axes, bands):
+        sub = table[table["band"] == band]
+        for j, rid in enumerate(runs):
+            stats, pos = [], []
+            for i, label in enumerate(labels):
+                row = sub[(sub["run_id"] == rid) & (sub["label"] == label)]
+                if row.empty:
+                    continue
+                row = row.iloc[0]
+                stats.append({"med": row["median"], "q1": row["q25"], "q3": row["q75"],
+                              "whislo": row["q05"], "whishi": row["q95"], "mean": row["mean"],
+                              "label": label})
+                pos.append(i - 0.4 + width * (j + 0.5))
+            if stats:
+                ax.bxp(stats, positions=pos, widths=width * 0.85, showfliers=False,
+                       showmeans=True, patch_artist=True,
+                       boxprops={"facecolor": colours[j], "alpha": 0.5},
+                       meanprops={"marker": "o", "markersize": 3,
+                                  "markerfacecolor": "k", "markeredgecolor": "k"})
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        lo, hi = sub["f_lo"].iloc[0], sub["f_hi"].iloc[0]
+        span = f"{lo:g}-{hi:g} Hz" if math.isfinite(hi) else f">= {lo:g} Hz"
+        ax.set_title(f"band {band} ({span})")
+        ax.set_xlabel("segment label")
+        ax.set_ylabel("final radius r")
+    if len(runs) > 1:
+        axes[-1].legend([Patch(facecolor=c, alpha=0.5) for c in colours], runs, fontsize=7,
+                        loc="best", title="run")
+    fig.suptitle(title or "final radius by segment label and band "
+                 "(box q25-q75, whiskers q05-q95, dot mean)")
+    return fig

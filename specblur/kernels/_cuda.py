@@ -3,10 +3,12 @@
 A machine without CUDA still imports specblur; asking for ``device="cuda"`` there raises
 one clear error. With ``NUMBA_ENABLE_CUDASIM=1`` the CUDA simulator stands in for a GPU.
 """
-from .errors import SpecblurError
+from types import ModuleType
+
+from ..errors import SpecblurError
 
 
-def require_cuda():
+def require_cuda() -> ModuleType:
     """Return the ``numba.cuda`` module, or raise if no CUDA device can be used.
 
     Raises
@@ -29,6 +31,6 @@ def require_cuda():
     return cuda
 
 
-def is_device_array(a):
+def is_device_array(a: object) -> bool:
     """True for a CUDA device array, or the CUDA simulator's stand-in for one."""
     return hasattr(a, "__cuda_array_interface__") or hasattr(a, "__cuda_ndarray__")

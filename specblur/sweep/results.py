@@ -1,11 +1,15 @@
-"""The results folder of a sweep (SPEC §8): atomic writes and ``specblur.load``.
+"""The results folder of a sweep (SPEC §8): atomic writes, readers and ``specblur.load``.
 
 Layout of ``<out>/<name>/``: ``sweep.yaml``, ``runs.parquet``, ``history/``, ``fields/``,
 ``outputs/`` (one Parquet file per run, each with a string ``run_id`` column) and
 ``audio/``. Every file is written to a hidden temporary file in its folder and renamed,
 so a reader never sees half a file; Parquet readers skip names that start with ``.``.
 """
+from __future__ import annotations
+
 import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,31 +19,118 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from ._io import atomic_write
-from .errors import SpecblurError
+from .._io import atomic_write, file_sha256
+from ..errors import SpecblurError
+from ..schema import FIELD_NAMES, FIELD_TYPES, OUTPUT_TYPES, SEGMENT_COLUMNS, TABLES
 
-TABLES = ("history", "fields", "outputs", "segments")
+__all__ = ["Results", "fields_frame", "flatten_settings", "input_magnitude", "load", "outputs_frame",
+           "load_segments", "ordered_runs", "read_fields", "read_geometry", "read_runs", "read_sweep",
+           "read_table_folder",
+           "write_table", "write_yaml"]
 
 
-def write_table(path, df):
+def write_table(path: str | os.PathLike, df: pd.DataFrame) -> Path:
     """Write a DataFrame as Parquet (zstd), atomically."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
-def write_yaml(path, data):
+def write_yaml(path: str | os.PathLike, data: dict) -> Path:
     """Write a mapping as YAML, atomically."""
     text = yaml.safe_dump(data, sort_keys=False)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def remove_stale_temporaries(folder):
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
     """Delete temporary files that an interrupted sweep left behind."""
     for tmp in Path(folder).rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
 
 
-def read_runs(folder):
+def read_sweep(folder: str | os.PathLike) -> dict:
+    """The resolved sweep of a results folder (``sweep.yaml``), or ``{}`` if unreadable."""
+    path = Path(folder) / "sweep.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_geometry(folder: str | os.PathLike) -> dict:
+    """The input's ``sr``, ``n_fft`` and ``hop`` from ``<folder>/sweep.yaml``.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        A sweep's results folder.
+
+    Returns
+    -------
+    dict
+        ``{"sr": int or None, "n_fft": int or None, "hop": int or None}``; the values are
+        None when ``sweep.yaml`` is missing or unreadable, and the plots then use frames
+        and bins instead of seconds and hertz.
+    """
+    inp = read_sweep(folder).get("input") or {}
+    return {key: _positive_int(inp.get(key)) for key in ("sr", "n_fft", "hop")}
+
+
+def _positive_int(value):
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def input_magnitude(folder: str | os.PathLike) -> np.ndarray | None:
+    """The input magnitude spectrogram ``X`` of the sweep in ``folder``, or None.
+
+    The input file named in ``sweep.yaml`` is analysed again when it still exists with the
+    recorded sha256 (this is exact, and works for ``.npy`` inputs too); otherwise ``X`` is
+    the STFT of ``audio/original.wav`` (the input as analysed). None means neither works.
+    The result is a ``(K, T)`` float64 array.
+    """
+    from ..audio import load_audio, load_input, stft
+
+    folder = Path(folder)
+    inp = read_sweep(folder).get("input") or {}
+    source = inp.get("audio") or inp.get("spectrogram")
+    try:
+        if source and Path(source).is_file() and inp.get("sha256") == file_sha256(source):
+            return load_input(inp).mag
+    except (SpecblurError, OSError, KeyError, TypeError, ValueError):
+        pass
+    geo = read_geometry(folder)
+    original = folder / "audio" / "original.wav"
+    if original.is_file() and None not in geo.values():
+        try:
+            return np.abs(stft(load_audio(original, geo["sr"]), geo["n_fft"], geo["hop"]))
+        except SpecblurError:
+            return None
+    return None
+
+
+def ordered_runs(runs: pd.DataFrame, sweep: dict) -> pd.DataFrame:
+    """The runs table in the order of ``sweep.yaml``, then any others in their own order."""
+    runs = runs.copy()
+    runs["run_id"] = runs["run_id"].astype(str)
+    order = [str(r.get("run_id")) for r in sweep.get("runs") or [] if isinstance(r, dict)]
+    rank = {rid: i for i, rid in enumerate(order)}
+    runs["_rank"] = [rank.get(rid, len(rank) + i) for i, rid in enumerate(runs["run_id"])]
+    return runs.sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
+def load_segments(folder: str | os.PathLike) -> pd.DataFrame:
+    """All ``segments/*.parquet`` tables of a results folder (empty if there are none)."""
+    df = read_table_folder(folder, "segments")
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in SEGMENT_COLUMNS})
+    return df
+
+
+def read_runs(folder: str | os.PathLike) -> pd.DataFrame:
     """The ``runs.parquet`` table of a results folder, or an empty one."""
     path = Path(folder) / "runs.parquet"
     if not path.exists():
@@ -47,7 +138,7 @@ def read_runs(folder):
     return pd.read_parquet(path)
 
 
-def flatten_settings(settings):
+def flatten_settings(settings: Mapping) -> dict:
     """Settings as flat columns: ``model`` becomes ``model.kind``, ``model.n_mels``, ...
 
     Lists become JSON strings, so every column has one scalar type.
@@ -85,7 +176,9 @@ class Results:
     segments: pd.DataFrame
 
 
-def read_fields(folder, run_id, epochs="ends", columns=("epoch", "k", "t", "r", "g_mse", "g_ent")):
+def read_fields(folder: str | os.PathLike, run_id: str, epochs: str | Sequence[int] = "ends",
+                columns: Sequence[str] | None = ("epoch", "k", "t", "r", "g_mse", "g_ent"),
+                ) -> pd.DataFrame:
     """Read some snapshots of one run's fields table, without reading the others.
 
     Parameters
@@ -120,12 +213,12 @@ def read_fields(folder, run_id, epochs="ends", columns=("epoch", "k", "t", "r", 
         elif epochs == "ends":
             epochs = sorted({stored[0], stored[-1]})
         else:
-            raise ValueError(f"epochs must be 'ends', 'last', 'all' or a list, got {epochs!r}")
+            raise SpecblurError(f"epochs must be 'ends', 'last', 'all' or a list, got {epochs!r}")
     epochs = [int(e) for e in epochs]
     return pd.read_parquet(path, columns=columns, filters=[("epoch", "in", epochs)])
 
 
-def read_table_folder(folder, name):
+def read_table_folder(folder: str | os.PathLike, name: str) -> pd.DataFrame:
     """Every run's file of one per-run table (``history``, ...) as one DataFrame.
 
     ``run_id`` comes back as a string; a folder with no files gives an empty frame.
@@ -137,7 +230,7 @@ def read_table_folder(folder, name):
     return df
 
 
-def load(folder, tables=TABLES):
+def load(folder: str | os.PathLike, tables: Sequence[str] = TABLES) -> Results:
     """Read a sweep's results folder.
 
     Parameters
@@ -150,6 +243,24 @@ def load(folder, tables=TABLES):
     Returns
     -------
     Results
+
+    Raises
+    ------
+    SpecblurError
+        If ``folder`` holds no ``runs.parquet``.
+
+    Examples
+    --------
+    >>> import specblur
+    >>> specblur.load("no/such/folder")
+    Traceback (most recent call last):
+    ...
+    specblur.errors.SpecblurError: no/such/folder is not a specblur results folder (no runs.parquet)
+
+    With a finished sweep (``specblur-sweep sweeps/seed_table.yaml``)::
+
+        res = specblur.load("results/seed-table", tables=("history",))
+        res.history.groupby("run_id")["m_mean"].last()
     """
     folder = Path(folder)
     if not (folder / "runs.parquet").exists():
@@ -161,11 +272,6 @@ def load(folder, tables=TABLES):
     return Results(path=folder, runs=runs, **parts)
 
 
-FIELD_TYPES = {"run_id": str, "epoch": np.int32, "k": np.int32, "t": np.int32, "m": np.float64,
-               "r": np.float64, "g_mse": np.float64, "g_ent": np.float64}
-OUTPUT_TYPES = {"run_id": str, "epoch": np.int32, "dim": np.int64, "mean": np.float64,
-                "std": np.float64, "q05": np.float64, "q50": np.float64, "q95": np.float64}
-
 
 def _typed(frames, types):
     """Concatenate ``frames`` into a frame with exactly the columns and dtypes of ``types``."""
@@ -175,18 +281,18 @@ def _typed(frames, types):
     return df.astype(types)
 
 
-def fields_frame(run_id, snapshots):
+def fields_frame(run_id: str, snapshots: dict) -> pd.DataFrame:
     """Long table of the snapshots' fields: run_id, epoch, k, t, m, r, g_mse, g_ent."""
     frames = []
     for epoch, snap in sorted(snapshots.items()):
         K, T = snap["m"].shape
         k, t = np.divmod(np.arange(K * T, dtype=np.int32), T)
         frames.append(pd.DataFrame({"run_id": run_id, "epoch": epoch, "k": k, "t": t,
-                                    **{c: snap[c].ravel() for c in ("m", "r", "g_mse", "g_ent")}}))
+                                    **{c: snap[c].ravel() for c in FIELD_NAMES}}))
     return _typed(frames, FIELD_TYPES)
 
 
-def outputs_frame(run_id, snapshots):
+def outputs_frame(run_id: str, snapshots: dict) -> pd.DataFrame:
     """Long table of the snapshots' output distributions."""
     frames = [snap["outputs"].assign(run_id=run_id, epoch=epoch)
               for epoch, snap in sorted(snapshots.items())]

@@ -1,6 +1,9 @@
 """Learning the radius field: ``specblur.fit`` (SPEC §7)."""
+from __future__ import annotations
+
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -8,11 +11,12 @@ import pandas as pd
 from . import objective
 from .audio import Spectrogram
 from .errors import SpecblurError
+from .kernels import for_device, mode_code
 from .models import check_model_input, make_model
-from .settings import resolve
+from .schema import HISTORY_COLUMNS, SR, STATS
+from .settings import Param, Settings, resolve
 
-HISTORY_COLUMNS = ("epoch", "loss", "mse", "entropy", *objective.STATS, "energy_ratio", "seconds")
-OUTPUT_COLUMNS = ("dim", "mean", "std", "q05", "q50", "q95")
+__all__ = ["FitResult", "fit"]
 
 
 @dataclass
@@ -30,8 +34,9 @@ class FitResult:
         ``outputs`` is a DataFrame with columns ``OUTPUT_COLUMNS``.
     status : str
         ``"done"``, or ``"diverged"`` if ``m``, ``r`` or the loss stopped being finite.
-    settings : dict
-        The resolved settings of the run (``m_init`` is None if it was a field).
+    settings : Settings
+        The resolved settings of the run (``m_init`` is None if it was a field); a
+        read-only mapping.
     """
 
     m: np.ndarray
@@ -39,10 +44,11 @@ class FitResult:
     history: pd.DataFrame
     snapshots: dict = field(default_factory=dict)
     status: str = "done"
-    settings: dict = field(default_factory=dict)
+    settings: Optional[Settings] = None
 
 
-def fit(X, *, sr=16000, device="cpu", callback=None, **settings):
+def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[int], None]] = None,
+        **settings) -> FitResult:
     """Learn per-bin blur radii by gradient descent (SPEC §7).
 
     Parameters
@@ -78,6 +84,15 @@ def fit(X, *, sr=16000, device="cpu", callback=None, **settings):
     History row ``e`` is evaluated at the parameters after ``e`` updates. With ``relu``,
     ``m`` is projected onto ``m >= 0`` at the start of every epoch, so rows 0 to
     ``epochs - 1`` are projected and the final row, after the last update, is not.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specblur
+    >>> X = np.random.default_rng(0).random((33, 20))
+    >>> res = specblur.fit(X, m_init=2.0, lam=1e-3, epochs=5, model={"kind": "identity"})
+    >>> res.status, res.r.shape, len(res.history)
+    ('done', (33, 20), 6)
     """
     spec = X if isinstance(X, Spectrogram) else None
     X = _check_spectrogram(spec.mag if spec else X)
@@ -86,15 +101,15 @@ def fit(X, *, sr=16000, device="cpu", callback=None, **settings):
     if field_init:
         settings = {**settings, "m_init": 1.0}
     cfg = resolve(settings, where="fit")
-    r0 = _check_field(r0, X.shape, cfg["param"]) if field_init else cfg["m_init"]
+    r0 = _check_field(r0, X.shape, cfg.param_kind) if field_init else cfg.m_init
     if spec is not None:
-        check_model_input(cfg["model"], sr=spec.sr, n_fft=spec.n_fft, hop=spec.hop, where="fit")
-    model = make_model(cfg["model"], sr=spec.sr if spec else int(sr),
+        check_model_input(cfg.model, sr=spec.sr, n_fft=spec.n_fft, hop=spec.hop, where="fit")
+    model = make_model(cfg.model, sr=spec.sr if spec else int(sr),
                        n_fft=spec.n_fft if spec else 2 * (X.shape[0] - 1),
-                       n_bins=X.shape[0], seed=cfg["seed"])
+                       n_bins=X.shape[0], seed=cfg.seed)
     with np.errstate(all="ignore"):
         result = _Descent(X, r0, cfg, model, device).run(callback)
-    result.settings = {**cfg, "m_init": None} if field_init else cfg
+    result.settings = cfg.replace(m_init=None) if field_init else cfg
     return result
 
 
@@ -116,8 +131,8 @@ def _check_field(r0, shape, param):
         raise SpecblurError(f"m_init field has shape {r0.shape}, X has shape {shape}")
     if not np.isfinite(r0).all():
         raise SpecblurError("m_init field has non-finite values")
-    if param in ("softplus", "exp") and (r0 <= 0).any():
-        raise SpecblurError(f"m_init must be > 0 everywhere with param {param!r}")
+    if param.needs_positive_init and (r0 <= 0).any():
+        raise SpecblurError(f"m_init must be > 0 everywhere with param {param.name.lower()!r}")
     return r0
 
 
@@ -130,36 +145,21 @@ class _Blur:
     """
 
     def __init__(self, X, mode, device):
-        self.conserve = mode == "conserve"
-        if device == "cuda":
-            from ._cuda import require_cuda
-            from .kernels import gpu as kernels
-            cuda = require_cuda()
-            self.send, self.fetch, self.empty = cuda.to_device, _to_host, cuda.device_array
-        else:
-            from .kernels import cpu as kernels
-            self.send, self.fetch, self.empty = _same, _same, np.empty
-        self.kernels = kernels
+        self.mode = mode_code(mode)
+        backend = for_device(device)
+        self.kernels, self.send, self.fetch = backend.kernels, backend.send, backend.fetch
         self.X = self.send(X[None])
-        self.Y, self.dX, self.dr = (self.empty(self.X.shape) for _ in range(3))
+        self.Y, self.dX, self.dr = (backend.empty(self.X.shape) for _ in range(3))
 
     def forward(self, r):
-        self.kernels.blur_forward(self.X, self.send(r[None]), self.conserve, self.Y)
+        self.kernels.blur_forward(self.X, self.send(r[None]), self.mode, self.Y)
         return self.fetch(self.Y)[0]
 
     def radius_grad(self, r, G):
         G = np.ascontiguousarray(G, dtype=np.float64)
-        self.kernels.blur_backward(self.X, self.send(r[None]), self.send(G[None]), self.conserve,
+        self.kernels.blur_backward(self.X, self.send(r[None]), self.send(G[None]), self.mode,
                                    self.dX, self.dr)
         return self.fetch(self.dr)[0]
-
-
-def _same(a):
-    return a
-
-
-def _to_host(a):
-    return a.copy_to_host()
 
 
 class _Descent:
@@ -169,29 +169,27 @@ class _Descent:
     With ``raw`` and ``relu`` the radius is ``m`` itself.
     """
 
-    def __init__(self, X, r0, cfg, model, device):
+    def __init__(self, X, r0, cfg: Settings, model, device):
         self.cfg = cfg
         self.model = model
-        self.blur = _Blur(X, cfg["mode"], device)
-        self.code = objective.PARAM_CODES[cfg["param"]]
-        self.m = np.array(np.broadcast_to(objective.param_inverse(r0, cfg["param"]), X.shape),
+        self.blur = _Blur(X, cfg.mode, device)
+        self.param = cfg.param_kind
+        self.code = int(self.param)
+        self.m = np.array(np.broadcast_to(objective.param_inverse(r0, self.param), X.shape),
                           dtype=np.float64, order="C")  # a writable copy
-        own_radius = cfg["param"] in ("softplus", "exp")
+        own_radius = not self.param.radius_is_m
         self.r = np.empty_like(X) if own_radius else self.m
         self.drdm = np.empty_like(X) if own_radius else self.m  # unused for raw and relu
         self.g_mse = np.empty_like(X) if own_radius else None  # raw, relu: g_mse is dr
         self.g_ent = np.empty_like(X)
         self.m_finite = False  # known only after a step; radius() checks the start
-        if cfg["lambda_on"] == "entropy":
-            self.c_mse, self.c_ent = 1.0, cfg["lam"]
-        else:
-            self.c_mse, self.c_ent = cfg["lam"], 1.0
-        self.h_scale = 1.0 / X.size if cfg["entropy_reduce"] == "mean" else 1.0
+        self.c_mse, self.c_ent = cfg.weights
+        self.h_scale = 1.0 / X.size if cfg.entropy_reduce == "mean" else 1.0
         self.ref = np.array(model.forward(X), dtype=np.float64, order="C")
         self.g_out = np.empty_like(self.ref)
         self.x_total = float(X.sum())
-        self.stats = np.empty(len(objective.STATS))
-        adam = cfg["optimizer"] == "adam"
+        self.stats = np.empty(len(STATS))
+        adam = cfg.optimizer == "adam"
         self.adam = adam
         if adam:
             self.mom1, self.mom2 = np.zeros_like(X), np.zeros_like(X)
@@ -204,7 +202,7 @@ class _Descent:
         """
         f, cfg = _f, self.cfg
         # raw and relu use m as the radius; the last step already counted non-finite m
-        if project or self.code >= 2 or not self.m_finite:
+        if project or not self.param.radius_is_m or not self.m_finite:
             if objective.radius(f(self.m), self.code, project, f(self.r), f(self.drdm)):
                 return None
         Y = self.blur.forward(self.r)
@@ -213,14 +211,14 @@ class _Descent:
         if not np.isfinite(D):
             return None
         dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
-        g_mse = dr if self.code <= 1 else self.g_mse  # dr/dm = 1 for raw and relu
+        g_mse = dr if self.param.radius_is_m else self.g_mse  # dr/dm = 1 for raw and relu
         if objective.gradient_parts(f(self.m), f(self.r), f(dr), f(self.drdm), self.code,
-                                    cfg["eps"], self.c_ent * self.h_scale, f(g_mse),
+                                    cfg.eps, self.c_ent * self.h_scale, f(g_mse),
                                     f(self.g_ent)):
             return None  # some h(m) = log(0)
         H = loss = np.nan
         if log:
-            H = self.h_scale * objective.entropy_sum(f(self.m), f(self.r), self.code, cfg["eps"])
+            H = self.h_scale * objective.entropy_sum(f(self.m), f(self.r), self.code, cfg.eps)
             loss = self.c_mse * D - self.c_ent * H
             if not np.isfinite(loss):
                 return None
@@ -229,10 +227,10 @@ class _Descent:
         snap = self.snapshot(self.m.copy(), self.r.copy(), Y, g_mse, out) if snapshot else None
         if update:
             if not self.adam:
-                bad = objective.sgd_step(f(self.m), f(g_mse), f(self.g_ent), cfg["lr"])
+                bad = objective.sgd_step(f(self.m), f(g_mse), f(self.g_ent), cfg.lr)
             else:
-                bad = objective.adam_step(f(self.m), f(g_mse), f(self.g_ent), cfg["lr"],
-                                          cfg["beta1"], cfg["beta2"], cfg["adam_eps"], n + 1,
+                bad = objective.adam_step(f(self.m), f(g_mse), f(self.g_ent), cfg.lr,
+                                          cfg.beta1, cfg.beta2, cfg.adam_eps, n + 1,
                                           f(self.mom1), f(self.mom2))
             self.m_finite = bad == 0
         return values, snap
@@ -247,15 +245,15 @@ class _Descent:
 
     def run(self, callback):
         cfg = self.cfg
-        epochs = cfg["epochs"]
-        relu = cfg["param"] == "relu"
+        epochs = cfg.epochs
+        relu = self.param is Param.RELU
         rows, snapshots, status = [], {}, "done"
         start = time.perf_counter()
         for n in range(epochs + 1):
             last = n == epochs
-            logged = n % cfg["log_every"] == 0 or last
+            logged = n % cfg.log_every == 0 or last
             state = self.epoch(n, project=relu and not last, update=not last, log=logged,
-                               snapshot=n > 0 and (n % cfg["snapshot_every"] == 0 or last))
+                               snapshot=n > 0 and (n % cfg.snapshot_every == 0 or last))
             seconds = time.perf_counter() - start
             if state is None:
                 rows.append((n, *[np.nan] * (len(HISTORY_COLUMNS) - 2), seconds))

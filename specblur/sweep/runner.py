@@ -1,33 +1,56 @@
 """Running a sweep: resume, execute runs locally or on Dask, write results atomically."""
+from __future__ import annotations
+
 import os
 import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..audio import Spectrogram, load_input, write_wav
+from ..errors import SpecblurError
+from ..fitting import fit
+from ..schema import FINISHED, METRICS
+from ..settings import Settings
 from . import results
-from .audio import Spectrogram, write_wav
-from .errors import SpecblurError
-from .fit import HISTORY_COLUMNS, fit
+from .config import Sweep
+from .segments import write_sweep_segments
 
-FINISHED = ("done", "diverged")
+__all__ = ["Task", "execute_run", "plan", "run_sweep"]
+
 _RUN_LOCK = threading.Lock()
 
 
-def load_input(inp):
-    """The input spectrogram described by a sweep's resolved ``input`` mapping."""
-    if inp.get("audio"):
-        return Spectrogram.from_audio(inp["audio"], sr=inp["sr"], n_fft=inp["n_fft"],
-                                      hop=inp["hop"], normalize_dbfs=inp["normalize_dbfs"])
-    return Spectrogram.from_npy(inp["spectrogram"], sr=inp["sr"], n_fft=inp["n_fft"],
-                                hop=inp["hop"])
+@dataclass(frozen=True)
+class Task:
+    """One run to execute: what it learns on, with which settings, on which device.
+
+    Attributes
+    ----------
+    run_id : str
+    settings : Settings
+    spectrogram : Spectrogram
+        The analysed input (on Dask, a future of it until the worker resolves it).
+    folder : str
+        Absolute path of the results folder the run writes into.
+    device : str
+        ``"cpu"`` or ``"cuda"``: where the blur kernels run.
+    """
+
+    run_id: str
+    settings: Settings
+    spectrogram: Spectrogram
+    folder: str
+    device: str = "cpu"
 
 
-def plan(sweep, folder, force=False, retry_failed=False):
+def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
+         retry_failed: bool = False) -> tuple[dict, list]:
     """Split a sweep's runs into finished ones (with their status) and those to run."""
     previous = results.read_runs(folder)
     status = dict(zip(previous["run_id"].astype(str), previous["status"]))
@@ -36,13 +59,14 @@ def plan(sweep, folder, force=False, retry_failed=False):
     return status, todo
 
 
-def run_sweep(sweep, out="results", jobs=1, device="cpu", scheduler=None, force=False,
-              retry_failed=False):
+def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, device: str = "cpu",
+              scheduler: str | None = None, force: bool = False,
+              retry_failed: bool = False) -> pd.DataFrame:
     """Run every pending run of a sweep and record it under ``<out>/<name>/``.
 
     Parameters
     ----------
-    sweep : specblur.sweep_config.Sweep
+    sweep : specblur.sweep.config.Sweep
     out : str or os.PathLike
         Parent folder of the results folder.
     jobs : int
@@ -67,8 +91,7 @@ def run_sweep(sweep, out="results", jobs=1, device="cpu", scheduler=None, force=
     if spec.waveform is not None:
         write_wav(folder / "audio" / "original.wav", spec.waveform, spec.sr)
     _, todo = plan(sweep, folder, force, retry_failed)
-    tasks = [{"run_id": run.run_id, "settings": run.settings, "spectrogram": spec,
-              "folder": str(folder.resolve()), "device": device} for run in todo]
+    tasks = [Task(run.run_id, run.settings, spec, str(folder.resolve()), device) for run in todo]
     interactive = sys.stderr.isatty()
     bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not interactive)
     if not interactive:
@@ -84,7 +107,6 @@ def run_sweep(sweep, out="results", jobs=1, device="cpu", scheduler=None, force=
                   flush=True)
     bar.close()
     if sweep.input.get("segments"):  # per-segment radius statistics of every finished run
-        from .segments import write_sweep_segments
         finished = results.read_runs(folder)
         finished = finished[finished["status"].isin(FINISHED)]["run_id"].astype(str)
         ids = {run.run_id for run in sweep.runs}
@@ -164,14 +186,19 @@ def _execute_dask(tasks, address):
     except (OSError, TimeoutError) as exc:
         raise SpecblurError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     with client:
-        spec = client.scatter(tasks[0]["spectrogram"], broadcast=True)
-        futures = [client.submit(execute_run, {**task, "spectrogram": spec}, pure=False)
-                   for task in tasks]
+        spec = client.scatter(tasks[0].spectrogram, broadcast=True)
+        futures = [client.submit(_execute_remote, replace(task, spectrogram=None), spec,
+                                 pure=False) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
 
 
-def execute_run(task, epoch_bar=False):
+def _execute_remote(task, spectrogram):
+    """:func:`execute_run` on a Dask worker, with the scattered spectrogram passed apart."""
+    return execute_run(replace(task, spectrogram=spectrogram))
+
+
+def execute_run(task: Task, epoch_bar: bool = False) -> dict:
     """Fit one run and write its tables and audio; never raises for the run's own errors.
 
     Returns the run's row for ``runs.parquet``.
@@ -188,19 +215,19 @@ def execute_run(task, epoch_bar=False):
 
 def _execute_run(task, epoch_bar):
     start = time.perf_counter()
-    run_id, settings = task["run_id"], task["settings"]
+    run_id, settings = task.run_id, task.settings
     row = {"run_id": run_id, **results.flatten_settings(settings), "status": "failed",
-           "error": "", "epochs_done": 0, **{c: float("nan") for c in HISTORY_COLUMNS[1:-1]},
-           "wall_seconds": 0.0, "device": task["device"]}
+           "error": "", "epochs_done": 0, **{c: float("nan") for c in METRICS},
+           "wall_seconds": 0.0, "device": task.device}
     try:
-        spec = task["spectrogram"]
-        bar = tqdm(total=settings["epochs"], desc=run_id, unit="epoch", leave=False,
+        spec = task.spectrogram
+        bar = tqdm(total=settings.epochs, desc=run_id, unit="epoch", leave=False,
                    disable=not epoch_bar, mininterval=0.5)
-        res = fit(spec, device=task["device"], callback=lambda n: bar.update(1), **settings)
+        res = fit(spec, device=task.device, callback=lambda n: bar.update(1), **settings)
         bar.close()
-        _write_run(Path(task["folder"]), run_id, spec, res)
+        _write_run(Path(task.folder), run_id, spec, res)
         final = res.history.iloc[-1]
-        row.update({c: float(final[c]) for c in HISTORY_COLUMNS[1:-1]})
+        row.update({c: float(final[c]) for c in METRICS})
         row.update(status=res.status, epochs_done=int(final["epoch"]))
     except Exception as exc:  # a failed run is recorded and the sweep goes on
         row["error"] = f"{type(exc).__name__}: {exc}"

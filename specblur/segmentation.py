@@ -1,4 +1,4 @@
-"""Segments of the input: label frames, and compare the final radius by label and band.
+"""Segments of the input: label its frames, and summarise a radius field by label and band.
 
 A *segmentation* is a table of intervals ``start, end, label`` in seconds. It comes from
 
@@ -16,20 +16,28 @@ and are left out of every statistic. Intervals must not overlap.
 
 :func:`segment_stats` turns the final radius field of a run (its ``fields`` table's last
 snapshot) into one row per label and frequency band; ``specblur-sweep`` writes it as
-``segments/<run_id>.parquet`` when the sweep's ``input.segments`` is set.
+``segments/<run_id>.parquet`` when the sweep's ``input.segments`` is set (the hooks are in
+:mod:`specblur.sweep.segments`, the plot in :mod:`specblur.report.plots`).
 """
+from __future__ import annotations
+
 import math
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ._checks import to_float
 from .errors import SpecblurError
+from .schema import SEGMENT_COLUMNS, SEGMENT_TYPES
 
-__all__ = ["AUTO_DEFAULTS", "DEFAULT_BANDS", "SEGMENT_COLUMNS", "auto_intervals", "frame_labels",
-           "load_segments", "plot_segments", "read_csv_segments", "read_intervals",
-           "read_textgrid", "segment_stats", "segments", "write_textgrid"]
+__all__ = ["AUTO_DEFAULTS", "DEFAULT_BANDS", "auto_frame_labels", "auto_intervals", "check_auto_thresholds",
+           "check_bands",
+           "frame_labels", "read_csv_segments", "read_intervals", "read_textgrid", "segment_stats",
+           "segments", "write_textgrid"]
 
 #: Thresholds of ``segments("auto")``, all settable as keyword arguments or in a sweep file.
 AUTO_DEFAULTS = {
@@ -57,8 +65,6 @@ DEFAULT_BANDS = {"low": [0.0, 1000.0], "mid": [1000.0, 4000.0], "high": [4000.0,
 
 AUTO_LABELS = ("silence", "unvoiced", "voiced")
 
-SEGMENT_COLUMNS = ["run_id", "epoch", "label", "band", "f_lo", "f_hi", "n_frames", "n_values",
-                   "mean", "median", "q25", "q75", "iqr", "q05", "q95"]
 
 _EMPTY = pd.DataFrame({"start": pd.Series(dtype=float), "end": pd.Series(dtype=float),
                        "label": pd.Series(dtype=str)})
@@ -67,7 +73,7 @@ _EMPTY = pd.DataFrame({"start": pd.Series(dtype=float), "end": pd.Series(dtype=f
 # --- reading segmentations ------------------------------------------------------------------
 
 
-def read_intervals(path, tier=None):
+def read_intervals(path: str | os.PathLike, tier: str | None = None) -> pd.DataFrame:
     """Read a ``.TextGrid`` or ``.csv`` segmentation as a table ``start, end, label``.
 
     Parameters
@@ -95,7 +101,7 @@ def read_intervals(path, tier=None):
     return read_csv_segments(path)
 
 
-def read_csv_segments(path):
+def read_csv_segments(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV file of ``start,end,label`` rows (seconds); see :func:`read_intervals`."""
     path = Path(path)
     if not path.is_file():
@@ -131,7 +137,7 @@ def read_csv_segments(path):
     return _checked(rows, path)
 
 
-def read_textgrid(path, tier=None):
+def read_textgrid(path: str | os.PathLike, tier: str | None = None) -> pd.DataFrame:
     """Read one interval tier of a Praat TextGrid; see :func:`read_intervals`."""
     from praatio import textgrid
 
@@ -236,20 +242,14 @@ def _checked(rows, path):
 # --- automatic segmentation -----------------------------------------------------------------
 
 
-def _auto_settings(thresholds, where="segments"):
+def check_auto_thresholds(thresholds: Mapping, where: str = "segments") -> dict:
     unknown = set(thresholds) - set(AUTO_DEFAULTS)
     if unknown:
         raise SpecblurError(f"{where}: unknown auto threshold(s) {', '.join(sorted(unknown))}; "
                             f"valid: {', '.join(AUTO_DEFAULTS)}")
     out = {**AUTO_DEFAULTS}
     for key, value in thresholds.items():
-        try:
-            out[key] = float(value)
-        except (TypeError, ValueError):
-            raise SpecblurError(f"{where}: auto threshold {key} must be a number, "
-                                f"got {value!r}") from None
-        if not math.isfinite(out[key]):
-            raise SpecblurError(f"{where}: auto threshold {key} must be finite")
+        out[key] = to_float(value, f"{where}: auto threshold {key}")
     if not (0 < out["switch_prob"] < 1 and 0 < out["no_trough_prob"] < 1):
         raise SpecblurError(f"{where}: switch_prob and no_trough_prob must be in (0, 1)")
     if not 0 < out["fmin"] < out["fmax"]:
@@ -259,7 +259,7 @@ def _auto_settings(thresholds, where="segments"):
     return out
 
 
-def auto_frame_labels(waveform, *, sr, hop, **thresholds):
+def auto_frame_labels(waveform: np.ndarray, *, sr: int, hop: int, **thresholds) -> np.ndarray:
     """Label every centred frame ``silence``, ``unvoiced`` or ``voiced``.
 
     Silence: RMS energy at least ``-silence_db`` dB below the loudest frame. Otherwise
@@ -274,7 +274,7 @@ def auto_frame_labels(waveform, *, sr, hop, **thresholds):
     """
     import librosa
 
-    cfg = _auto_settings(thresholds)
+    cfg = check_auto_thresholds(thresholds)
     y = np.asarray(waveform, dtype=np.float64)
     if y.ndim != 1 or y.size == 0:
         raise SpecblurError("segments 'auto' needs a non-empty 1-D waveform")
@@ -337,7 +337,8 @@ def _merge_short(labels, min_frames):
             labels[a:b] = left[2]
 
 
-def labels_to_intervals(labels, *, sr, hop, duration=None):
+def labels_to_intervals(labels: np.ndarray, *, sr: int, hop: int,
+                        duration: float | None = None) -> pd.DataFrame:
     """Per-frame labels as intervals whose boundaries lie half-way between frame centres.
 
     Frame ``t`` of the result's intervals holds exactly frame ``t``'s centre, so
@@ -355,7 +356,7 @@ def labels_to_intervals(labels, *, sr, hop, duration=None):
     return pd.DataFrame(rows, columns=["start", "end", "label"])
 
 
-def auto_intervals(waveform, *, sr, hop, **thresholds):
+def auto_intervals(waveform: np.ndarray, *, sr: int, hop: int, **thresholds) -> pd.DataFrame:
     """``segments("auto")`` as intervals ``start, end, label`` (for example to write a TextGrid)."""
     labels = auto_frame_labels(waveform, sr=sr, hop=hop, **thresholds)
     return labels_to_intervals(labels, sr=sr, hop=hop, duration=len(waveform) / sr)
@@ -364,7 +365,7 @@ def auto_intervals(waveform, *, sr, hop, **thresholds):
 # --- frames ---------------------------------------------------------------------------------
 
 
-def frame_labels(intervals, *, sr, hop, n_frames):
+def frame_labels(intervals: pd.DataFrame, *, sr: int, hop: int, n_frames: int) -> np.ndarray:
     """The label of every frame's centre ``t * hop / sr`` (None where no interval holds it)."""
     centres = np.arange(n_frames) * hop / sr
     out = np.full(n_frames, None, dtype=object)
@@ -377,7 +378,9 @@ def frame_labels(intervals, *, sr, hop, n_frames):
     return out
 
 
-def segments(source, *, sr, hop, n_frames=None, waveform=None, tier=None, **thresholds):
+def segments(source: str | os.PathLike | pd.DataFrame, *, sr: int, hop: int,
+             n_frames: int | None = None, waveform: np.ndarray | None = None,
+             tier: str | None = None, **thresholds) -> pd.DataFrame:
     """Label the frames of an input.
 
     Parameters
@@ -403,9 +406,23 @@ def segments(source, *, sr, hop, n_frames=None, waveform=None, tier=None, **thre
 
     Examples
     --------
-    >>> spec = specblur.Spectrogram.from_audio("data/arctic_a0007.wav")
-    >>> seg = specblur.segments("data/arctic_a0007.TextGrid", sr=spec.sr, hop=spec.hop,
-    ...                         n_frames=spec.mag.shape[1])
+    >>> import pandas as pd
+    >>> import specblur
+    >>> iv = pd.DataFrame({"start": [0.0, 0.02], "end": [0.02, 0.05], "label": ["sil", "V"]})
+    >>> specblur.segments(iv, sr=1000, hop=10, n_frames=6)
+       t  time label
+    0  0  0.00   sil
+    1  1  0.01   sil
+    2  2  0.02     V
+    3  3  0.03     V
+    4  4  0.04     V
+    5  5  0.05     V
+
+    The bundled sample has a TextGrid of ``sil`` / ``C`` / ``V`` labels::
+
+        spec = specblur.Spectrogram.from_audio("data/arctic_a0007.wav")
+        seg = specblur.segments("data/arctic_a0007.TextGrid", sr=spec.sr, hop=spec.hop,
+                                n_frames=spec.mag.shape[1])
     """
     if n_frames is None:
         if waveform is None:
@@ -440,7 +457,7 @@ def segments(source, *, sr, hop, n_frames=None, waveform=None, tier=None, **thre
 # --- statistics -----------------------------------------------------------------------------
 
 
-def check_bands(bands, where="segments"):
+def check_bands(bands: Mapping | None, where: str = "segments") -> dict:
     """Bands as ``{name: (lo, hi)}`` with floats (hi inf when open); see :data:`DEFAULT_BANDS`."""
     if bands is None:
         bands = DEFAULT_BANDS
@@ -450,18 +467,17 @@ def check_bands(bands, where="segments"):
     for name, edges in bands.items():
         if not isinstance(edges, (list, tuple)) or len(edges) != 2:
             raise SpecblurError(f"{where}: band {name!r} must be [low Hz, high Hz], got {edges!r}")
-        try:
-            lo = float(edges[0])
-            hi = math.inf if edges[1] is None else float(edges[1])
-        except (TypeError, ValueError):
-            raise SpecblurError(f"{where}: band {name!r} edges must be numbers") from None
+        lo = to_float(edges[0], f"{where}: band {name!r} low edge")
+        hi = math.inf if edges[1] is None else to_float(edges[1], f"{where}: band {name!r} high edge")
         if not (0 <= lo < hi):
             raise SpecblurError(f"{where}: band {name!r} needs 0 <= low < high, got {edges!r}")
         out[str(name)] = (lo, hi)
     return out
 
 
-def segment_stats(fields, labels, *, sr, n_fft, bands=None, run_id=None, epoch=None):
+def segment_stats(fields: pd.DataFrame, labels: pd.DataFrame, *, sr: int, n_fft: int,
+                  bands: Mapping | None = None, run_id: str | None = None,
+                  epoch: int | None = None) -> pd.DataFrame:
     """Final-radius statistics per segment label and frequency band.
 
     Parameters
@@ -509,171 +525,16 @@ def segment_stats(fields, labels, *, sr, n_fft, bands=None, run_id=None, epoch=N
                          "mean": float(r.mean()), "median": float(q[2]), "q25": float(q[1]),
                          "q75": float(q[3]), "iqr": float(q[3] - q[1]), "q05": float(q[0]),
                          "q95": float(q[4])})
-    types = {"run_id": str, "epoch": np.int32, "label": str, "band": str, "f_lo": float,
-             "f_hi": float, "n_frames": np.int64, "n_values": np.int64}
     if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=types.get(c, float)) for c in SEGMENT_COLUMNS})
-    return pd.DataFrame(rows, columns=SEGMENT_COLUMNS).astype(types)
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SEGMENT_TYPES.items()})
+    return pd.DataFrame(rows, columns=SEGMENT_COLUMNS).astype(SEGMENT_TYPES)
 
 
-# --- sweeps ---------------------------------------------------------------------------------
+# --- writing ---------------------------------------------------------------------------------
 
 
-def check_config(value, folder, where, has_audio=True):
-    """Check a sweep's ``input.segments`` and resolve it (hook of :mod:`.sweep_config`).
-
-    Accepted forms: ``auto``; a path (relative to the sweep file) of a ``.TextGrid`` or
-    ``.csv`` file; or a mapping with ``path`` (and optional ``tier``) or ``auto`` (``true``
-    or a mapping of thresholds), and optional ``bands``.
-
-    Returns
-    -------
-    dict or None
-        ``{"source": "auto" or absolute path, "tier": ..., "auto": {...}, "bands": {...}}``.
-    """
-    if value is None:
-        return None
-    key = f"{where}: input.segments"
-    if isinstance(value, str):
-        value = {"auto": True} if value == "auto" else {"path": value}
-    if not isinstance(value, dict):
-        raise SpecblurError(f"{key} must be 'auto', a file path or a mapping, got {value!r}")
-    unknown = set(value) - {"path", "tier", "auto", "bands"}
-    if unknown:
-        raise SpecblurError(f"{key}: unknown key(s) {', '.join(map(str, sorted(unknown)))} "
-                            f"(valid: path, tier, auto, bands)")
-    has_path = value.get("path") is not None
-    auto = value.get("auto")
-    if has_path == bool(auto):
-        raise SpecblurError(f"{key} needs exactly one of 'path' or 'auto'")
-    bands = check_bands(value.get("bands"), key)
-    out = {"bands": {n: [lo, None if math.isinf(hi) else hi] for n, (lo, hi) in bands.items()}}
-    if has_path:
-        if not isinstance(value["path"], str):
-            raise SpecblurError(f"{key}.path must be a file path, got {value['path']!r}")
-        file = (Path(folder) / value["path"]).resolve()
-        if not file.is_file():
-            raise SpecblurError(f"{key}: file not found: {file}")
-        tier = value.get("tier")
-        if tier is not None and not isinstance(tier, str):
-            raise SpecblurError(f"{key}.tier must be a string, got {tier!r}")
-        try:  # report a bad file before any run starts
-            read_intervals(file, tier=tier)
-        except SpecblurError as exc:
-            raise SpecblurError(f"{key}: {exc}") from None
-        out.update(source=str(file), tier=tier, auto=None)
-    else:
-        if value.get("tier") is not None:
-            raise SpecblurError(f"{key}: 'tier' applies to a TextGrid path, not to auto")
-        if not has_audio:
-            raise SpecblurError(f"{key}: 'auto' needs an audio input, not a spectrogram")
-        thresholds = auto if isinstance(auto, dict) else {}
-        if not isinstance(auto, (dict, bool)):
-            raise SpecblurError(f"{key}.auto must be true or a mapping of thresholds")
-        out.update(source="auto", tier=None, auto=_auto_settings(thresholds, f"{key}.auto"))
-    return out
-
-
-def frame_table_for(config, spec):
-    """The :func:`segments` table of a sweep's resolved ``input.segments`` and its input."""
-    n_frames = spec.mag.shape[1]
-    if config["source"] == "auto":
-        return segments("auto", sr=spec.sr, hop=spec.hop, n_frames=n_frames,
-                        waveform=spec.waveform, **config["auto"])
-    return segments(config["source"], sr=spec.sr, hop=spec.hop, n_frames=n_frames,
-                    tier=config.get("tier"))
-
-
-def write_sweep_segments(folder, config, spec, run_ids):
-    """Write ``segments/<run_id>.parquet`` for every given run with a fields table.
-
-    Called by :func:`specblur.runner.run_sweep` after the runs; cheap, so it rewrites
-    every table (a changed segmentation does not change the run ids).
-    """
-
-    from .results import read_fields, write_table
-
-    folder = Path(folder)
-    labels = frame_table_for(config, spec)
-    written = []
-    for rid in run_ids:
-        fields = read_fields(folder, rid, epochs="last", columns=("epoch", "k", "t", "r"))
-        if fields.empty:
-            continue
-        last = int(fields["epoch"].max())
-        stats = segment_stats(fields, labels, sr=spec.sr, n_fft=spec.n_fft,
-                              bands=config.get("bands"), run_id=rid, epoch=last)
-        written.append(write_table(folder / "segments" / f"{rid}.parquet", stats))
-    return written
-
-
-def load_segments(folder):
-    """All ``segments/*.parquet`` tables of a results folder (empty if there are none)."""
-    from .results import read_table_folder
-
-    df = read_table_folder(folder, "segments")
-    if df.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in SEGMENT_COLUMNS})
-    return df
-
-
-# --- plot -----------------------------------------------------------------------------------
-
-
-def plot_segments(table, fig=None, max_runs=12, title=None):
-    """Box plot of the final radius by label, one panel per band, one box per run.
-
-    Each box is drawn from the stored statistics: the box spans q25-q75 with the median
-    line and the mean as a dot, the whiskers span q05-q95.
-    """
-    from matplotlib.figure import Figure
-
-    if fig is None:
-        fig = Figure(figsize=(12, 4))
-    bands = list(dict.fromkeys(table["band"]))
-    labels = sorted(table["label"].unique())
-    runs = list(dict.fromkeys(table["run_id"]))[:max_runs]
-    axes = fig.subplots(1, max(len(bands), 1), squeeze=False)[0]
-    colours = [f"C{i % 10}" for i in range(len(runs))]
-    width = 0.8 / max(len(runs), 1)
-    for ax, band in zip(axes, bands):
-        sub = table[table["band"] == band]
-        for j, rid in enumerate(runs):
-            stats, pos = [], []
-            for i, label in enumerate(labels):
-                row = sub[(sub["run_id"] == rid) & (sub["label"] == label)]
-                if row.empty:
-                    continue
-                row = row.iloc[0]
-                stats.append({"med": row["median"], "q1": row["q25"], "q3": row["q75"],
-                              "whislo": row["q05"], "whishi": row["q95"], "mean": row["mean"],
-                              "label": label})
-                pos.append(i - 0.4 + width * (j + 0.5))
-            if stats:
-                ax.bxp(stats, positions=pos, widths=width * 0.85, showfliers=False,
-                       showmeans=True, patch_artist=True,
-                       boxprops={"facecolor": colours[j], "alpha": 0.5},
-                       meanprops={"marker": "o", "markersize": 3,
-                                  "markerfacecolor": "k", "markeredgecolor": "k"})
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels)
-        ax.set_xlim(-0.6, len(labels) - 0.4)
-        lo, hi = sub["f_lo"].iloc[0], sub["f_hi"].iloc[0]
-        span = f"{lo:g}-{hi:g} Hz" if math.isfinite(hi) else f">= {lo:g} Hz"
-        ax.set_title(f"band {band} ({span})")
-        ax.set_xlabel("segment label")
-        ax.set_ylabel("final radius r")
-    if len(runs) > 1:
-        from matplotlib.patches import Patch
-
-        axes[-1].legend([Patch(facecolor=c, alpha=0.5) for c in colours], runs, fontsize=7,
-                        loc="best", title="run")
-    fig.suptitle(title or "final radius by segment label and band "
-                 "(box q25-q75, whiskers q05-q95, dot mean)")
-    return fig
-
-
-def write_textgrid(intervals, path, *, duration, tier="segments"):
+def write_textgrid(intervals: pd.DataFrame, path: str | os.PathLike, *, duration: float,
+                   tier: str = "segments") -> Path:
     """Write intervals ``start, end, label`` as a one-tier Praat TextGrid (long format)."""
     from praatio import textgrid
     from praatio.utilities.constants import Interval

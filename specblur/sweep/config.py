@@ -3,7 +3,11 @@
 Everything a sweep file can get wrong is reported here, before any run starts, as one
 ``SpecblurError`` that names the file and the key.
 """
+from __future__ import annotations
+
 import copy
+import os
+from collections.abc import Mapping
 import hashlib
 import itertools
 import json
@@ -13,14 +17,20 @@ from pathlib import Path
 
 import yaml
 
-from .errors import SpecblurError
-from .models import check_model_input
-from .settings import SETTINGS, resolve, suggest, to_float, to_int
+from .._checks import check_keys, suggest, to_float, to_int, to_mapping
+from .._io import file_sha256
+from ..errors import SpecblurError
+from ..models import check_model_input
+from ..schema import HOP, N_FFT, SR
+from ..settings import SETTINGS, Settings, resolve
+from .segments import check_config as check_segments
+
+__all__ = ["INPUT_KEYS", "Run", "Sweep", "TOP_KEYS", "load_sweep", "make_run_id"]
 
 TOP_KEYS = ("name", "input", "base", "runs", "grid", "seeds")
-INPUT_KEYS = {"audio": None, "spectrogram": None, "sr": 16000, "n_fft": 512, "hop": 128,
+INPUT_KEYS = {"audio": None, "spectrogram": None, "sr": SR, "n_fft": N_FFT, "hop": HOP,
               "normalize_dbfs": None,
-              "segments": None}  # see specblur.segments.check_config
+              "segments": None}  # see specblur.sweep.segments.check_config
 
 
 class _Loader(yaml.SafeLoader):
@@ -39,7 +49,7 @@ class Run:
     """One run of a sweep: its id and fully resolved settings."""
 
     run_id: str
-    settings: dict
+    settings: Settings
 
 
 @dataclass
@@ -69,17 +79,17 @@ class Sweep:
     runs: list
     raw: dict
 
-    def resolved(self):
+    def resolved(self) -> dict:
         """The sweep as resolved, for ``sweep.yaml`` in the results folder."""
         return {
             "name": self.name,
             "source": str(self.path),
             "input": {**self.input, "sha256": self.input_sha256},
-            "runs": [{"run_id": run.run_id, **run.settings} for run in self.runs],
+            "runs": [{"run_id": run.run_id, **run.settings.as_dict()} for run in self.runs],
         }
 
 
-def load_sweep(path):
+def load_sweep(path: str | os.PathLike) -> Sweep:
     """Read, check and expand a sweep file.
 
     Parameters
@@ -113,22 +123,20 @@ def load_sweep(path):
         raise SpecblurError(f"{where}: malformed YAML{line}: {problem}") from None
     if not isinstance(raw, dict):
         raise SpecblurError(f"{where}: a sweep file must be a mapping with keys {', '.join(TOP_KEYS)}")
-    for key in raw:
-        if key not in TOP_KEYS:
-            raise SpecblurError(f"{where}: unknown top-level key {key!r}{suggest(key, TOP_KEYS)}")
+    check_keys(raw, TOP_KEYS, where, what="top-level key")
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not re.fullmatch(r"\w[\w.-]*", name):
         raise SpecblurError(f"{where}: name must be a plain folder name (letters, digits, _ . -, "
                             f"starting with a letter or digit), got {name!r}")
     inp = _check_input(raw.get("input"), path.parent, where)
     digest = file_sha256(inp.get("audio") or inp["spectrogram"])
-    base = _nested(_mapping(raw.get("base", {}), f"{where}: base"), f"{where}: base")
+    base = _nested(to_mapping(raw.get("base", {}), f"{where}: base"), f"{where}: base")
     entries = raw.get("runs")
     if entries is None:
         entries = [{}]
     if not isinstance(entries, list) or not entries:
         raise SpecblurError(f"{where}: runs must be a non-empty list of mappings")
-    entries = [_nested(_mapping(e, f"{where}: runs[{i}]"), f"{where}: runs[{i}]")
+    entries = [_nested(to_mapping(e, f"{where}: runs[{i}]"), f"{where}: runs[{i}]")
                for i, e in enumerate(entries)]
     grid = _check_grid(raw.get("grid"), where)
     seeds = _check_seeds(raw.get("seeds", [0]), where)
@@ -143,7 +151,7 @@ def load_sweep(path):
             for seed in seeds:
                 merged = _merge(_merge(_merge(base, entry), point), {"seed": seed})
                 settings = resolve(merged, where=_origin(where, raw, i, point))
-                check_model_input(settings["model"], sr=inp["sr"], n_fft=inp["n_fft"],
+                check_model_input(settings.model, sr=inp["sr"], n_fft=inp["n_fft"],
                                   hop=inp["hop"], where=f"{where}: runs[{i}]")
                 run_id = make_run_id(settings, digest, inp)
                 if run_id not in seen:
@@ -169,33 +177,13 @@ def _dotted(tree, prefix=""):
             yield f"{prefix}{key}", value
 
 
-def make_run_id(settings, input_sha256, input_settings):
+def make_run_id(settings: Mapping, input_sha256: str, input_settings: dict) -> str:
     """First 12 hex digits of the sha256 of the settings, input file hash and input settings."""
     # segments do not change the fit, so they are not part of the run id
     inp = {k: v for k, v in input_settings.items()
            if k not in ("audio", "spectrogram", "segments")}
-    blob = json.dumps([settings, input_sha256, inp], sort_keys=True, separators=(",", ":"))
+    blob = json.dumps([dict(settings), input_sha256, inp], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def file_sha256(path):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise SpecblurError(f"cannot read input file {path}: {exc.strerror or exc}") from None
-    return digest.hexdigest()
-
-
-def _mapping(value, where):
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SpecblurError(f"{where} must be a mapping, got {value!r}")
-    return value
 
 
 def _nested(flat, where):
@@ -277,7 +265,7 @@ def _check_seeds(seeds, where):
 def _check_input(inp, folder, where):
     if not isinstance(inp, dict):
         raise SpecblurError(f"{where}: input must be a mapping with 'audio' or 'spectrogram'")
-    for key in inp:
+    for key in inp:  # named as input.<key>, which check_keys does not do
         if key not in INPUT_KEYS:
             raise SpecblurError(f"{where}: unknown key input.{key}{suggest(key, INPUT_KEYS)}")
     sources = [k for k in ("audio", "spectrogram") if inp.get(k) is not None]
@@ -298,6 +286,5 @@ def _check_input(inp, folder, where):
     if out["normalize_dbfs"] is not None:
         out["normalize_dbfs"] = to_float(out["normalize_dbfs"], f"{where}: input.normalize_dbfs")
     # input.segments: a file path, auto, or a mapping
-    from .segments import check_config
-    out["segments"] = check_config(out["segments"], folder, where, has_audio=source == "audio")
+    out["segments"] = check_segments(out["segments"], folder, where, has_audio=source == "audio")
     return out

@@ -1,0 +1,236 @@
+"""The static HTML report of a sweep's results folder (``specblur-report DIR``).
+
+:func:`write_report` draws one PNG per run and one for the sweep under ``DIR/report/`` and
+writes ``DIR/report.html``, a static page with relative links only, which holds a table of
+the runs, their plots and ``<audio>`` players for the original and for every snapshot.
+"""
+from __future__ import annotations
+
+import html
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from urllib.parse import quote
+
+import matplotlib
+import pandas as pd
+
+from .._io import atomic_write
+from ..errors import SpecblurError
+from ..sweep.results import (input_magnitude, load_segments, ordered_runs, read_fields,
+                             read_geometry, read_runs, read_sweep)
+from .plots import (ALWAYS_SHOWN, RC, fmt, is_missing, plot_run, plot_segments, plot_sweep,
+                    run_label, setting_columns, varying_settings)
+
+__all__ = ["DPI", "write_report"]
+
+DPI = 80
+TABLE_METRICS = ("loss", "mse", "entropy", "m_mean", "frac_identity", "energy_ratio")
+
+
+def _save(fig, path, dpi):
+    with matplotlib.rc_context(RC):
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+
+
+def _run_png(job):
+    """Draw and save one run's figure (in a worker process or in this one).
+
+    Returns ``(run_id, png path or None, small history or None, problem or None)``; a run
+    whose files cannot be read or drawn is reported on the page instead of stopping it.
+    """
+    folder, run, geo, X, dpi, keys = job
+    folder = Path(folder)
+    rid = str(run["run_id"])
+    try:
+        hist_path = folder / "history" / f"{rid}.parquet"
+        history = pd.read_parquet(hist_path) if hist_path.is_file() else None
+        fields = read_fields(folder, rid)
+        out_path = folder / "outputs" / f"{rid}.parquet"
+        outputs = pd.read_parquet(out_path) if out_path.is_file() else None
+        if history is None and not len(fields):
+            return rid, None, None, None
+        fig = plot_run(history, fields, outputs, run, X=X, keys=keys, **geo)
+        png = _save(fig, folder / "report" / f"{rid}.png", dpi)
+    except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop the report
+        problem = f"cannot draw run {rid}: {type(exc).__name__}: {exc}"
+        print(f"specblur-report: warning: {problem}", file=sys.stderr)
+        return rid, None, None, problem
+    small = history[["run_id", "epoch", "m_mean"]] if history is not None else None
+    return rid, png, small, None
+
+
+def write_report(folder: str | os.PathLike, *, jobs: int | None = 1, dpi: int = DPI) -> Path:
+    """Draw every plot of a sweep's results folder and write ``report.html``.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        A sweep's results folder (``<out>/<name>``).
+    jobs : int or None
+        Worker processes (spawned) that draw the runs' figures; 1 draws them in this
+        process, and None picks ``min(4, CPU count)`` for 4 runs or more, else 1. A
+        script that calls this with ``jobs != 1`` needs an ``if __name__ == "__main__":``
+        guard, as for any spawned process pool.
+    dpi : int
+        Resolution of the PNG files.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<folder>/report.html``. The plots are ``<folder>/report/<run_id>.png`` and
+        ``<folder>/report/sweep.png``; every file is written atomically.
+
+    Raises
+    ------
+    SpecblurError
+        If ``folder`` is not a results folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SpecblurError(f"results folder not found: {folder}")
+    if not (folder / "runs.parquet").is_file():
+        raise SpecblurError(f"{folder} is not a specblur results folder (no runs.parquet)")
+    sweep = read_sweep(folder)
+    try:
+        runs = ordered_runs(read_runs(folder), sweep)
+    except (OSError, ValueError) as exc:
+        raise SpecblurError(f"cannot read {folder / 'runs.parquet'}: {exc}") from exc
+    geo = read_geometry(folder)
+    X = input_magnitude(folder)
+    keys = varying_settings(runs)
+    jobs_list = [(str(folder), run.to_dict(), geo, X, dpi, keys) for _, run in runs.iterrows()]
+    if jobs is None:
+        jobs = min(4, os.cpu_count() or 1) if len(jobs_list) >= 4 else 1
+    if jobs > 1 and len(jobs_list) > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(min(jobs, len(jobs_list)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_run_png, jobs_list))
+    else:
+        done = [_run_png(job) for job in jobs_list]
+    pngs = {rid: png for rid, png, _, _ in done}
+    problems = {rid: problem for rid, _, _, problem in done if problem}
+    small = [h for _, _, h, _ in done if h is not None]
+    history = pd.concat(small, ignore_index=True) if small else None
+    name = sweep.get("name") or folder.name
+    fig = plot_sweep(runs, history, title=f"sweep {name}: {len(runs)} runs")
+    sweep_png = _save(fig, folder / "report" / "sweep.png", dpi)
+    # the per-label radius comparison, when the sweep wrote segments tables
+    seg = load_segments(folder)
+    seg_png = _save(plot_segments(seg), folder / "report" / "segments.png", dpi) \
+        if len(seg) else None
+    page = _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, seg_png)
+    return atomic_write(folder / "report.html", lambda tmp: Path(tmp).write_text(page, "utf-8"))
+
+
+def _href(folder, path):
+    """A relative, URL-quoted link from ``folder`` to ``path``."""
+    return quote(Path(os.path.relpath(path, folder)).as_posix())
+
+
+def _snapshot_audio(folder, run_id):
+    files = []
+    for wav in (folder / "audio" / run_id).glob("epoch_*.wav"):
+        try:
+            files.append((int(wav.stem.removeprefix("epoch_")), wav))
+        except ValueError:
+            continue
+    return sorted(files)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 0 1.5em 3em; color: #222; }
+header { position: sticky; top: 0; background: #fff; border-bottom: 1px solid #ccc;
+         padding: .4em 0; z-index: 1; display: flex; gap: 1.5em; align-items: center; }
+h1 { font-size: 1.4em; margin: .2em 0; }
+table { border-collapse: collapse; font-size: .85em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: .2em .5em; text-align: right; }
+th { background: #f0f0f0; }
+td.text, th.text { text-align: left; }
+tr.failed { background: #fdd; } tr.diverged { background: #ffe9c7; }
+section { border-top: 2px solid #888; margin-top: 2em; scroll-margin-top: 5.5em; }
+h3 { font-size: 1em; margin: .8em 0 .3em; }
+img { max-width: 100%; height: auto; display: block; }
+.audio { display: flex; flex-wrap: wrap; gap: .6em 1.2em; }
+figure { margin: 0; } figcaption { font-size: .85em; color: #444; }
+.settings { font-family: monospace; font-size: .85em; color: #333; }
+pre.error { background: #fee; padding: .5em; white-space: pre-wrap; }
+"""
+
+
+def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, segments_png=None):
+    e = html.escape
+    shown = keys or [k for k in ALWAYS_SHOWN if k in runs]
+    original = folder / "audio" / "original.wav"
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>specblur report: {e(name)}</title>", f"<style>{_CSS}</style></head><body>",
+           "<header>", f"<h1>specblur sweep <code>{e(name)}</code></h1>"]
+    if original.is_file():
+        out.append(f'<figure><figcaption>original (input as analysed)</figcaption>'
+                   f'<audio controls preload="metadata" src="{e(_href(folder, original))}">'
+                   f'</audio></figure>')
+    else:
+        out.append("<p>no original audio (the input was a spectrogram)</p>")
+    out.append("</header>")
+    inp = sweep.get("input") or {}
+    if inp:
+        src = Path(str(inp.get("audio") or inp.get("spectrogram") or "")).name
+        out.append(f"<p>input <code>{e(src)}</code>: sr {e(fmt(inp.get('sr')))} Hz, "
+                   f"n_fft {e(fmt(inp.get('n_fft')))}, hop {e(fmt(inp.get('hop')))}; "
+                   f"{len(runs)} runs.</p>")
+    # the table of runs
+    cols = ["run"] + shown + ["status", "epochs done"] + \
+        [m for m in TABLE_METRICS if m in runs] + ["wall s"]
+    out.append("<table><thead><tr>" + "".join(
+        f'<th class="{"text" if c in ("run", "status") else ""}">{e(c)}</th>' for c in cols)
+        + "</tr></thead><tbody>")
+    for _, run in runs.iterrows():
+        rid = str(run["run_id"])
+        cells = [f'<td class="text"><a href="#run-{e(rid)}"><code>{e(rid)}</code></a></td>']
+        cells += [f"<td>{e(fmt(run[k]))}</td>" for k in shown]
+        cells.append(f'<td class="text">{e(str(run.get("status", "")))}</td>')
+        cells.append(f"<td>{e(fmt(run.get('epochs_done', '')))}</td>")
+        cells += [f"<td>{e(fmt(run[m]))}</td>" for m in TABLE_METRICS if m in runs]
+        cells.append(f"<td>{e(fmt(run.get('wall_seconds', float('nan'))))}</td>")
+        status = e(str(run.get("status", "")))
+        out.append(f'<tr class="{status}">' + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    out.append('<h2>Across runs</h2>')
+    out.append(f'<img src="{e(_href(folder, sweep_png))}" alt="comparison across runs">')
+    if segments_png:
+        out.append('<h2 id="segments">Final radius by segment label and band</h2>')
+        out.append(f'<img src="{e(_href(folder, segments_png))}" '
+                   f'alt="final radius by segment label and band">')
+    settings = setting_columns(runs)
+    for _, run in runs.iterrows():
+        rid = str(run["run_id"])
+        out.append(f'<section id="run-{e(rid)}"><h2>run <code>{e(rid)}</code>: '
+                   f"{e(run_label(run, shown))}</h2>")
+        out.append('<p class="settings">' + e(", ".join(
+            f"{k}={fmt(run[k])}" for k in settings if not is_missing(run[k]))) + "</p>")
+        out.append(f"<p>status <b>{e(str(run.get('status', '')))}</b> after "
+                   f"{e(fmt(run.get('epochs_done', '')))} epochs, "
+                   f"{e(fmt(run.get('wall_seconds', float('nan'))))} s on "
+                   f"{e(str(run.get('device', '')))}.</p>")
+        if str(run.get("error", "") or ""):
+            out.append(f'<pre class="error">{e(str(run["error"]))}</pre>')
+        if problems.get(rid):
+            out.append(f'<pre class="error">{e(problems[rid])}</pre>')
+        if pngs.get(rid):
+            out.append(f'<img src="{e(_href(folder, pngs[rid]))}" '
+                       f'alt="plots of run {e(rid)}">')
+        audio = _snapshot_audio(folder, rid)
+        if audio:
+            out.append("<h3>blurred audio at each snapshot (the input's phase)</h3>")
+            out.append('<div class="audio">')
+            for epoch, wav in audio:
+                out.append(f"<figure><figcaption>epoch {epoch}</figcaption>"
+                           f'<audio controls preload="metadata" src="{e(_href(folder, wav))}">'
+                           f"</audio></figure>")
+            out.append("</div>")
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

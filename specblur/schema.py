@@ -1,0 +1,46 @@
+"""Every results table's columns and dtypes, and every default shared between modules.
+
+Modules import these names; none of them spells a column list or a shared default out
+again. SPEC §7 fixes the history and snapshot columns, SPEC §8 the results folder.
+"""
+import numpy as np
+
+# --- input defaults (SPEC §8's sweep example, and the API's keyword defaults) -------------
+SR = 16000
+N_FFT = 512
+HOP = 128
+
+#: The GE2E speaker encoder consumes its own spectrogram: 16 kHz, 25 ms windows, 10 ms hop.
+SPEAKER_ENCODER_INPUT = {"sr": 16000, "n_fft": 400, "hop": 160}
+
+# --- the history table (SPEC §7) ----------------------------------------------------------
+#: Statistics over bins that the objective computes in one pass, in this order.
+STATS = ("gmse_mean", "gmse_var", "gent_mean", "gent_var", "m_mean", "m_std", "m_min", "m_max",
+         "frac_identity", "frac_negative")
+#: The values of one history row besides ``epoch`` and ``seconds``.
+METRICS = ("loss", "mse", "entropy", *STATS, "energy_ratio")
+HISTORY_COLUMNS = ("epoch", *METRICS, "seconds")
+
+# --- snapshots ----------------------------------------------------------------------------
+OUTPUT_COLUMNS = ("dim", "mean", "std", "q05", "q50", "q95")
+FIELD_NAMES = ("m", "r", "g_mse", "g_ent")
+FIELD_TYPES = {"run_id": str, "epoch": np.int32, "k": np.int32, "t": np.int32,
+               **{name: np.float64 for name in FIELD_NAMES}}
+OUTPUT_TYPES = {"run_id": str, "epoch": np.int32, "dim": np.int64,
+                **{name: np.float64 for name in OUTPUT_COLUMNS[1:]}}
+
+# --- segments (per label and band radius statistics) --------------------------------------
+SEGMENT_TYPES = {"run_id": str, "epoch": np.int32, "label": str, "band": str, "f_lo": float,
+                 "f_hi": float, "n_frames": np.int64, "n_values": np.int64, "mean": float,
+                 "median": float, "q25": float, "q75": float, "iqr": float, "q05": float,
+                 "q95": float}
+SEGMENT_COLUMNS = list(SEGMENT_TYPES)
+
+# --- the runs table (SPEC §8): run_id, every setting, then these -------------------------
+RUN_STATUS = ("done", "failed", "diverged")
+FINISHED = ("done", "diverged")
+#: Columns of ``runs.parquet`` that are not settings, in the order they are written.
+RUN_COLUMNS = ("status", "error", "epochs_done", *METRICS, "wall_seconds", "device")
+
+#: The per-run tables of a results folder, each ``<name>/<run_id>.parquet``.
+TABLES = ("history", "fields", "outputs", "segments")
