@@ -321,6 +321,7 @@ def _gradient_scores(X, phi, R, mode, device):
         raise SpecblurError("the gradient baseline needs a model with vjp(Y, g_out)")
     r = np.full_like(X, R)
     Y = np.asarray(blur(X, r, mode=mode, device=device))
+    phi.calls += 1
     out = np.asarray(phi.model.forward(Y), dtype=np.float64)
     g_out = 2.0 * (out - phi.ref) / out.size
     g_Y = np.asarray(phi.model.vjp(Y, g_out), dtype=np.float64)
@@ -419,7 +420,7 @@ def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = 16000,
         * ``energy_share``: the exact share of ``X.sum()`` those bins hold (>= ``F``).
 
         ``df.attrs`` holds ``seconds`` (wall time), ``model_calls`` (forward calls, batched
-        or not), ``batched`` and ``n_random``.
+        or not, after the reference ``Φ(X)``), ``batched`` and ``n_random``.
 
     Raises
     ------
@@ -431,6 +432,22 @@ def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = 16000,
     See Also
     --------
     faithfulness_summary : the headline ratios per ``R``.
+    select_bins : the selection alone.
+
+    Notes
+    -----
+    Readings of SPEC §9.5 where it is silent:
+
+    * The total is the cumulative sum's own last value (``X.sum()`` up to rounding), so
+      ``F = 1`` reaches it exactly and takes every bin with magnitude; zero-magnitude bins
+      after the last such bin in score order are not taken. ``F = 0`` takes nothing.
+    * ``d`` is the plain distance of SPEC §7 (no ``mse_norm``, no λ).
+    * The gradient is taken with the blur's left derivative at an integer ``R`` (SPEC §3),
+      and the gradient score is recomputed for every ``R``.
+    * The same ``n_random`` draws serve every ``R`` and ``F``, so each draw gives one
+      nested deletion curve.
+    * The map is only an order: its radii are never used as blur radii, so a runaway map
+      whose huge radii blur nothing in conserve mode is still tested at ``R``.
 
     Examples
     --------
