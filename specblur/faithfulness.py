@@ -13,7 +13,6 @@ items at a time: one :func:`specblur.blur` call and one model forward per chunk.
 """
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,8 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .blur_api import MODES, blur, blur_vjp
+from ._checks import suggest, to_int, to_positive_int
+from .blur_api import blur, blur_vjp
 from .errors import SpecblurError
+from .kernels import mode_code
+from .schema import SR
 
 __all__ = ["BASELINES", "SCORES", "COLUMNS", "faithfulness", "faithfulness_summary",
            "select_bins"]
@@ -109,11 +111,6 @@ def select_bins(X: Any, scores: Any, F: float | Sequence[float]) -> np.ndarray:
 # --- checks --------------------------------------------------------------------------------
 
 
-def _suggest(name: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(valid), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _real(name: str, a: Any) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype.kind not in "fiu":
@@ -144,29 +141,25 @@ def _check_field(name: str, a: Any, shape: tuple[int, ...]) -> np.ndarray:
     return a
 
 
-def _check_fractions(fractions: Any) -> np.ndarray:
+def _numbers(name: str, values: Any, what: str, ok) -> np.ndarray:
+    """``values`` as a flat float array, non-empty, finite, each passing ``ok``."""
     try:
-        f = np.asarray(fractions, dtype=np.float64).reshape(-1)
+        a = np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise SpecblurError(f"fractions must be numbers in [0, 1], got {fractions!r}") from None
-    if f.size == 0:
-        raise SpecblurError("fractions is empty")
-    if not (np.isfinite(f).all() and (f >= 0).all() and (f <= 1).all()):
-        raise SpecblurError(f"fractions must be numbers in [0, 1], got {fractions!r}")
-    return f
+        raise SpecblurError(f"{name} must be {what}, got {values!r}") from None
+    if a.size == 0:
+        raise SpecblurError(f"{name} is empty")
+    if not (np.isfinite(a).all() and ok(a).all()):
+        raise SpecblurError(f"{name} must be {what}, got {values!r}")
+    return a
+
+
+def _check_fractions(fractions: Any) -> np.ndarray:
+    return _numbers("fractions", fractions, "numbers in [0, 1]", lambda f: (f >= 0) & (f <= 1))
 
 
 def _check_radii(radii: Any) -> np.ndarray:
-    try:
-        R = np.asarray(radii, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise SpecblurError(f"radii must be numbers > 1, got {radii!r}") from None
-    if R.size == 0:
-        raise SpecblurError("radii is empty")
-    if not (np.isfinite(R).all() and (R > 1).all()):
-        raise SpecblurError(f"radii must be finite numbers > 1 (r <= 1 blurs nothing), "
-                            f"got {radii!r}")
-    return R
+    return _numbers("radii", radii, "finite numbers > 1 (r <= 1 blurs nothing)", lambda R: R > 1)
 
 
 def _check_baselines(baselines: Any, occlusion: bool) -> list[str]:
@@ -180,7 +173,7 @@ def _check_baselines(baselines: Any, occlusion: bool) -> list[str]:
             continue
         if not isinstance(name, str) or name not in BASELINES:
             raise SpecblurError(f"unknown baseline {name!r} in baselines; valid baselines are "
-                                f"{', '.join(BASELINES)}{_suggest(name, BASELINES)}")
+                                f"{', '.join(BASELINES)}{suggest(name, BASELINES)}")
         if name not in names:
             names.append(name)
     if occlusion and "occlusion" not in names:
@@ -188,21 +181,13 @@ def _check_baselines(baselines: Any, occlusion: bool) -> list[str]:
     return [s for s in SCORES if s == "map" or s in names]
 
 
-def _check_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise SpecblurError(f"{name} must be an integer >= {low}, got {value!r}")
-    if value < low:
-        raise SpecblurError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 def _check_patch(patch: Any) -> tuple[int, int]:
     if np.ndim(patch) == 0:
         patch = (patch, patch)
     if len(patch) != 2:
         raise SpecblurError(f"patch must be (patch_bins, patch_frames), got {patch!r}")
-    return (_check_int("patch[0] (patch_bins)", patch[0]),
-            _check_int("patch[1] (patch_frames)", patch[1]))
+    return (to_positive_int(patch[0], "patch[0] (patch_bins)", strict_type=True),
+            to_positive_int(patch[1], "patch[1] (patch_frames)", strict_type=True))
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -350,7 +335,7 @@ def _occlusion_scores(X, phi, R, patch, mode, device, batch):
     return s.reshape(X.shape)
 
 
-def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = 16000,
+def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = SR,
                  n_fft: int | None = None, radii: Sequence[float] = (16, 64),
                  fractions: Sequence[float] = DEFAULT_FRACTIONS,
                  baselines: Sequence[str] = ("anti", "random", "energy", "gradient"),
@@ -372,7 +357,7 @@ def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = 16000,
         Non-negative magnitude spectrogram. A :class:`~specblur.audio.Spectrogram` also
         gives ``sr`` and ``n_fft`` (and, for a model spec, its input settings are checked).
     r : array_like (K, T) or FitResult
-        The map: a radius field, or a :class:`~specblur.fit.FitResult` (its ``r``).
+        The map: a radius field, or a :class:`~specblur.FitResult` (its ``r``).
     model : mapping, str or object, optional
         A model spec for :func:`specblur.models.make_model` (built with ``seed``), or an
         object with ``forward(Y)`` and ``vjp(Y, g_out)``. Default: the model and seed of
@@ -495,14 +480,15 @@ def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = 16000,
     R_all = _check_radii(radii)
     fractions = _check_fractions(fractions)
     scores = _check_baselines(baselines, occlusion)
-    if mode not in MODES:
-        raise SpecblurError(f"unknown mode {mode!r}; valid modes are {', '.join(MODES)}"
-                            f"{_suggest(mode, MODES)}")
-    batch = _check_int("batch", batch)
-    n_random = _check_int("n_random", n_random)
-    seed = _check_int("seed", seed, low=0)
+    mode_code(mode)  # an unknown mode fails here, naming the valid ones
+    batch = to_positive_int(batch, "batch", strict_type=True)
+    n_random = to_positive_int(n_random, "n_random", strict_type=True)
+    seed = to_int(seed, "seed")
+    if seed < 0:
+        raise SpecblurError(f"seed must be a non-negative integer, got {seed}")
     patch = _check_patch(patch)
-    n_fft = 2 * (X.shape[0] - 1) if n_fft is None else _check_int("n_fft", n_fft)
+    n_fft = 2 * (X.shape[0] - 1) if n_fft is None else to_positive_int(n_fft, "n_fft",
+                                                                           strict_type=True)
     model = _build_model(model, sr=int(sr), n_fft=n_fft, n_bins=X.shape[0], seed=model_seed,
                          spec=spec)
     phi = _Phi(model, X)

@@ -406,6 +406,8 @@ def plot_gradient_histograms(fields: pd.DataFrame, axes: AxesPair | None = None,
                              label: str | None = None) -> AxesPair:
     """Histograms of ``g_mse`` and ``g_ent`` at the last snapshot in ``fields``.
 
+    Each part gets its own axes and range: their scales differ by orders of magnitude.
+
     Parameters
     ----------
     %(fields)s (needs ``epoch, g_mse, g_ent``).
