@@ -3,8 +3,9 @@ import numpy as np
 
 from ._cuda import is_device_array, require_cuda
 from .errors import SpecblurError
+from .kernels import MODE_CODES
 
-MODES = ("truncate", "conserve")
+MODES = tuple(MODE_CODES)
 DEVICES = ("cpu", "cuda")
 
 
@@ -17,9 +18,10 @@ def blur(X, r, mode="truncate", device="cpu"):
         Magnitude spectrogram (frequency bins first, frames second), or a batch of them.
     r : array_like or CUDA device array, same shape as ``X``
         Radius of every source bin. ``r <= 1`` leaves the bin as it is.
-    mode : {"truncate", "conserve"}
-        What happens to energy that would land outside ``[0, K)``: dropped, or kept by
-        the source bin (every frame's total is then preserved).
+    mode : {"truncate", "conserve", "renormalize"}
+        What happens to energy that would land outside ``[0, K)``: dropped, kept by
+        the source bin, or spread over the in-range bins by rescaled weights (the last
+        two preserve every frame's total).
     device : {"cpu", "cuda"}
         Where to compute.
 
@@ -36,10 +38,10 @@ def blur(X, r, mode="truncate", device="cpu"):
         On a shape mismatch, an ndim other than 2 or 3, an unknown mode or device,
         non-finite values or a non-real dtype.
     """
-    conserve = _conserve(mode)
+    code = _mode_code(mode)
     xp = _Inputs(device, X=X, r=r)
     Y = xp.empty()
-    xp.kernels.blur_forward(xp["X"], xp["r"], conserve, Y)
+    xp.kernels.blur_forward(xp["X"], xp["r"], code, Y)
     return xp.result(Y)
 
 
@@ -68,18 +70,18 @@ def blur_vjp(X, r, G, mode="truncate", device="cpu"):
     ValueError
         As for :func:`blur`.
     """
-    conserve = _conserve(mode)
+    code = _mode_code(mode)
     xp = _Inputs(device, X=X, r=r, G=G)
     dX = xp.empty()
     dr = xp.empty()
-    xp.kernels.blur_backward(xp["X"], xp["r"], xp["G"], conserve, dX, dr)
+    xp.kernels.blur_backward(xp["X"], xp["r"], xp["G"], code, dX, dr)
     return xp.result(dX), xp.result(dr)
 
 
-def _conserve(mode):
+def _mode_code(mode):
     if mode not in MODES:
         raise SpecblurError(f"unknown mode {mode!r}; valid modes are {', '.join(MODES)}")
-    return mode == "conserve"
+    return MODE_CODES[mode]
 
 
 class _Inputs:

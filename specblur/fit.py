@@ -8,6 +8,7 @@ import pandas as pd
 from . import objective
 from .audio import Spectrogram
 from .errors import SpecblurError
+from .kernels import MODE_CODES
 from .models import check_model_input, make_model
 from .settings import resolve
 
@@ -59,7 +60,7 @@ def fit(X, *, sr=16000, device="cpu", callback=None, **settings):
     **settings
         The run's settings (SPEC §8): ``m_init`` (a radius, scalar or a field of the shape
         of ``X``), ``lam``, ``lambda_on`` (entropy | mse), ``entropy_reduce`` (sum | mean),
-        ``eps``, ``mode`` (truncate | conserve), ``param`` (raw | relu | softplus | exp),
+        ``eps``, ``mode`` (truncate | conserve | renormalize), ``param`` (raw | relu | softplus | exp),
         ``optimizer`` (sgd | adam), ``lr``, ``beta1``, ``beta2``, ``adam_eps``, ``epochs``,
         ``log_every``, ``snapshot_every``, ``model`` and ``seed``. Unset keys take the
         defaults of ``specblur.settings.SETTINGS``.
@@ -130,7 +131,7 @@ class _Blur:
     """
 
     def __init__(self, X, mode, device):
-        self.conserve = mode == "conserve"
+        self.mode = MODE_CODES[mode]
         if device == "cuda":
             from ._cuda import require_cuda
             from .kernels import gpu as kernels
@@ -144,12 +145,12 @@ class _Blur:
         self.Y, self.dX, self.dr = (self.empty(self.X.shape) for _ in range(3))
 
     def forward(self, r):
-        self.kernels.blur_forward(self.X, self.send(r[None]), self.conserve, self.Y)
+        self.kernels.blur_forward(self.X, self.send(r[None]), self.mode, self.Y)
         return self.fetch(self.Y)[0]
 
     def radius_grad(self, r, G):
         G = np.ascontiguousarray(G, dtype=np.float64)
-        self.kernels.blur_backward(self.X, self.send(r[None]), self.send(G[None]), self.conserve,
+        self.kernels.blur_backward(self.X, self.send(r[None]), self.send(G[None]), self.mode,
                                    self.dX, self.dr)
         return self.fetch(self.dr)[0]
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numba
 
+# Boundary modes (SPEC §4, §9.1) and the integer code the kernels take for each.
+MODE_CODES = {"truncate": 0, "conserve": 1, "renormalize": 2}
+
 _PACKAGE = Path(__file__).resolve().parent.parent
 _JITTED = ("kernels/_scalar.py", "kernels/cpu.py", "objective.py")
 

@@ -27,8 +27,11 @@ def _tile(job, ntiles, T):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def blur_forward(X, R, conserve, Y):
-    """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``."""
+def blur_forward(X, R, mode, Y):
+    """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``.
+
+    ``mode`` is the integer code of the boundary mode (``MODE_CODES``).
+    """
     nb, K, T = X.shape
     ntiles = (T + TILE - 1) // TILE
     for job in prange(nb * ntiles):
@@ -38,7 +41,7 @@ def blur_forward(X, R, conserve, Y):
         for p in range(K):
             for j in range(width):
                 own[p, j] = scatter_source(d2, j, p, K, np.float64(R[b, p, t0 + j]),
-                                           np.float64(X[b, p, t0 + j]), conserve)
+                                           np.float64(X[b, p, t0 + j]), mode)
         slope = np.zeros(TILE)
         value = np.zeros(TILE)
         for i in range(K):
@@ -49,7 +52,7 @@ def blur_forward(X, R, conserve, Y):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def blur_backward(X, R, G, conserve, dX, dR):
+def blur_backward(X, R, G, mode, dX, dR):
     """Write the vector-Jacobian products of ``blur`` for cotangent ``G`` into ``dX``, ``dR``."""
     nb, K, T = X.shape
     ntiles = (T + TILE - 1) // TILE
@@ -66,7 +69,7 @@ def blur_backward(X, R, G, conserve, dX, dR):
             for j in range(width):
                 gx, gr = bin_vjp(
                     P0, P1, j, p, K, np.float64(R[b, p, t0 + j]), np.float64(X[b, p, t0 + j]),
-                    np.float64(G[b, p, t0 + j]), conserve,
+                    np.float64(G[b, p, t0 + j]), mode,
                 )
                 dX[b, p, t0 + j] = gx
                 dR[b, p, t0 + j] = gr

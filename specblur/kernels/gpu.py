@@ -27,7 +27,7 @@ def _frame(T):
 
 
 @cuda.jit
-def _forward_kernel(X, R, conserve, d2, Y):
+def _forward_kernel(X, R, mode, d2, Y):
     nb, K, T = X.shape
     b, t = _frame(T)
     if b >= nb:
@@ -36,17 +36,17 @@ def _forward_kernel(X, R, conserve, d2, Y):
     for i in range(K + 2):
         buf[i, t] = 0.0
     for p in range(K):
-        scatter_source(buf, t, p, K, np.float64(R[b, p, t]), np.float64(X[b, p, t]), conserve)
+        scatter_source(buf, t, p, K, np.float64(R[b, p, t]), np.float64(X[b, p, t]), mode)
     slope = 0.0
     value = 0.0
     for i in range(K):
         slope += buf[i, t]
         value += slope
-        Y[b, i, t] = value + kept(i, K, np.float64(R[b, i, t]), np.float64(X[b, i, t]), conserve)
+        Y[b, i, t] = value + kept(i, K, np.float64(R[b, i, t]), np.float64(X[b, i, t]), mode)
 
 
 @cuda.jit
-def _backward_kernel(X, R, G, conserve, P0, P1, dX, dR):
+def _backward_kernel(X, R, G, mode, P0, P1, dX, dR):
     nb, K, T = X.shape
     b, t = _frame(T)
     if b >= nb:
@@ -66,7 +66,7 @@ def _backward_kernel(X, R, G, conserve, P0, P1, dX, dR):
     for p in range(K):
         gx, gr = bin_vjp(
             p0, p1, t, p, K, np.float64(R[b, p, t]), np.float64(X[b, p, t]),
-            np.float64(G[b, p, t]), conserve,
+            np.float64(G[b, p, t]), mode,
         )
         dX[b, p, t] = gx
         dR[b, p, t] = gr
@@ -76,23 +76,26 @@ def _blocks(nb, T):
     return max(1, (nb * T + THREADS - 1) // THREADS)
 
 
-def blur_forward(X, R, conserve, Y):
-    """Write ``blur(X, R)`` into ``Y``; device arrays of shape ``(B, K, T)``."""
+def blur_forward(X, R, mode, Y):
+    """Write ``blur(X, R)`` into ``Y``; device arrays of shape ``(B, K, T)``.
+
+    ``mode`` is the integer code of the boundary mode (``MODE_CODES``).
+    """
     nb, K, T = X.shape
     if X.size == 0:
         return
     d2 = cuda.device_array((nb, K + 2, T), dtype=np.float64)
-    _forward_kernel[_blocks(nb, T), THREADS](X, R, conserve, d2, Y)
+    _forward_kernel[_blocks(nb, T), THREADS](X, R, mode, d2, Y)
 
 
-def blur_backward(X, R, G, conserve, dX, dR):
+def blur_backward(X, R, G, mode, dX, dR):
     """Write the vector-Jacobian products of ``blur`` into ``dX`` and ``dR`` (device arrays)."""
     nb, K, T = X.shape
     if X.size == 0:
         return
     P0 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
     P1 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
-    _backward_kernel[_blocks(nb, T), THREADS](X, R, G, conserve, P0, P1, dX, dR)
+    _backward_kernel[_blocks(nb, T), THREADS](X, R, G, mode, P0, P1, dX, dR)
 
 
 @cuda.jit
