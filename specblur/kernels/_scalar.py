@@ -139,20 +139,21 @@ def build(jit):
         s0 = p0hi - p0lo
         left = p * (p0mid - p0lo) - (P1[mid, col] - P1[lo, col])
         right = (P1[hi, col] - P1[mid, col]) - p * (p0hi - p0mid)
-        if mode == RENORMALIZE:
-            inv = 1.0 / in_range_mass(n, f, A, B)
-            dx = ((n + f) * s0 - left - right) * inv
-            count = A + B + 1.0
-            spread = 0.5 * (A * (A + 1.0) + B * (B + 1.0))
-            dsum = (count * (left + right) - spread * s0) * (inv * inv)
-        else:
-            inv = 1.0 / S
-            dx = ((n + f) * s0 - left - right) * inv       # sum of w(i - p) G[i]
-            dsum = (s0 - (2.0 * n + 1.0) * dx) * inv       # sum of dw(i - p)/dr G[i]
-        if mode == CONSERVE:
-            lost = (tail_mass(n, f, A) + tail_mass(n, f, B)) * inv
-            dx += lost * g
-            dsum -= g * ((2.0 * n + 1.0) * lost - (n - A) - (n - B)) * inv
+        # Window mass, its width and sum_d |d| over the window: the full triangle's in
+        # truncate and conserve modes (its out-of-range part has no G to weigh), the
+        # in-range part's in renormalize mode. Selects, not branches, so that the loop
+        # over frames vectorises.
+        renorm = mode == RENORMALIZE
+        inv = 1.0 / (in_range_mass(n, f, A, B) if renorm else S)
+        count = (A + B + 1.0) if renorm else (2.0 * n + 1.0)
+        spread = 0.5 * (A * (A + 1.0) + B * (B + 1.0)) if renorm else n * (n + 1.0)
+        dx = ((n + f) * s0 - left - right) * inv        # sum of W[i, p] G[i]
+        # sum of dW[i, p]/dr G[i]: S - count (r - |d|) = count |d| - spread
+        dsum = (count * (left + right) - spread * s0) * (inv * inv)
+        lost = (tail_mass(n, f, A) + tail_mass(n, f, B)) * inv
+        conserve = mode == CONSERVE
+        dx += lost * g if conserve else 0.0
+        dsum -= g * ((2.0 * n + 1.0) * lost - (n - A) - (n - B)) * inv if conserve else 0.0
         blurred = r > 1.0
         return (dx if blurred else g), (x * dsum if blurred else 0.0)
 
