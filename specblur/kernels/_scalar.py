@@ -122,11 +122,13 @@ def build(jit):
         any window sum of ``G`` or ``i G`` costs O(1), whatever the radius. ``g`` is
         ``G[p]``. A source with ``r <= 1`` gives ``(g, 0)``.
 
-        Renormalize mode (SPEC §9.1): ``dx = sum_d (r - |d|) G[p + d] / S_p`` and
-        ``dr = x (s0 - (A + B + 1) dx) / S_p``. Since ``S_p - (A + B + 1)(r - |d|) =
-        (A + B + 1)|d| - M`` with ``M = sum_{d=-A..B} |d|``, the latter is computed as
-        ``x ((A + B + 1) sum_d |d| G[p + d] - M s0) / S_p^2``, which does not cancel terms
-        of order ``r s0`` when ``r`` is large.
+        With ``s0 = sum_d G[p + d]`` over the in-range window ``-A <= d <= B``, a window
+        mass ``M0`` (``S``, or ``S_p`` in renormalize mode), its width ``N`` (``2n + 1``, or
+        ``A + B + 1``) and ``M1 = sum |d|`` over it (``n (n + 1)``, or that of the in-range
+        part): ``dx = sum_d (r - |d|) G[p + d] / M0`` and ``dr = x (s0 - N dx) / M0``, which
+        is SPEC §9.1's formula in renormalize mode. Since ``M0 - N (r - |d|) = N |d| - M1``,
+        ``dr`` is computed as ``x (N sum_d |d| G[p + d] - M1 s0) / M0^2``, which does not
+        cancel terms of order ``r s0`` when ``r`` is large.
         """
         n, f, S = geometry(r)
         A, B = reach(p, K, n)
