@@ -30,7 +30,7 @@ def main():
     X = rng.random((args.K, args.T))
     print(f"K={args.K} T={args.T} threads={args.threads} log_every={args.log_every}, "
           "identity model, sgd, lr 1")
-    print(f"{'mode':9} {'param':9} {'kernels ms':>10} {'epoch ms':>9} {'overhead':>9}")
+    print(f"{'mode':11} {'param':9} {'kernels ms':>10} {'epoch ms':>9} {'overhead':>9}")
     for mode in specblur.MODES:
         for param in ("raw", "softplus"):
             settings = dict(m_init=5.0, lam=1.0, mode=mode, param=param, log_every=args.log_every)
@@ -45,7 +45,7 @@ def main():
             cons = MODE_CODES[mode]
             kern = best_of(lambda: cpu.blur_forward(X3, R, cons, Y3), 50) + best_of(
                 lambda: cpu.blur_backward(X3, R, G3, cons, dX3, dR3), 50)
-            print(f"{mode:9} {param:9} {kern * 1e3:10.3f} {epoch * 1e3:9.3f} "
+            print(f"{mode:11} {param:9} {kern * 1e3:10.3f} {epoch * 1e3:9.3f} "
                   f"{(epoch - kern) / kern:9.0%}")
 
 

@@ -20,9 +20,10 @@ def blur(X: ArrayLike, r: ArrayLike, mode: str = "truncate", device: str = "cpu"
         Magnitude spectrogram (frequency bins first, frames second), or a batch of them.
     r : array_like or CUDA device array, same shape as ``X``
         Radius of every source bin. ``r <= 1`` leaves the bin as it is.
-    mode : {"truncate", "conserve"}
-        What happens to energy that would land outside ``[0, K)``: dropped, or kept by
-        the source bin (every frame's total is then preserved).
+    mode : {"truncate", "conserve", "renormalize"}
+        What happens to energy that would land outside ``[0, K)``: dropped, kept by
+        the source bin, or spread over the in-range bins by rescaled weights (the last
+        two preserve every frame's total).
     device : {"cpu", "cuda"}
         Where to compute.
 

@@ -65,7 +65,8 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
     **settings
         The run's settings (SPEC §8): ``m_init`` (a radius, scalar or a field of the shape
         of ``X``), ``lam``, ``lambda_on`` (entropy | mse), ``entropy_reduce`` (sum | mean),
-        ``eps``, ``mode`` (truncate | conserve), ``param`` (raw | relu | softplus | exp),
+        ``eps``, ``mode`` (truncate | conserve | renormalize), ``param`` (raw | relu |
+        softplus | exp),
         ``optimizer`` (sgd | adam), ``lr``, ``beta1``, ``beta2``, ``adam_eps``, ``epochs``,
         ``log_every``, ``snapshot_every``, ``model`` and ``seed``. Unset keys take the
         defaults of ``specblur.settings.SETTINGS``.

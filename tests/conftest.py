@@ -18,7 +18,7 @@ settings.register_profile(
 )
 settings.load_profile("specblur")
 
-MODES = ("truncate", "conserve")
+MODES = ("truncate", "conserve", "renormalize")
 
 
 def pytest_configure(config):

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-MODES = ("truncate", "conserve")
+MODES = ("truncate", "conserve", "renormalize")
 
 
 def _n(r):
@@ -71,6 +71,18 @@ def dweight(d, r):
     return (S - (r - abs(d)) * (2 * n + 1)) / S**2
 
 
+def _reach(r, p, K):
+    """In-range reach ``(A, B) = (min(n, p), min(n, K - 1 - p))`` of source ``p`` (SPEC 9.1)."""
+    n = _n(r)
+    return min(n, p), min(n, K - 1 - p)
+
+
+def _S_p(r, p, K):
+    """Renormalize mode's normaliser ``S_p(r) = sum_{d=-A..B} (r - |d|)``, summed term by term."""
+    A, B = _reach(r, p, K)
+    return sum(r - abs(d) for d in range(-A, B + 1))
+
+
 def _check_mode(mode):
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
@@ -83,22 +95,30 @@ def weight_matrix(r_col, mode):
     ----------
     r_col : array_like, shape (K,)
         Radii of the K source bins of the frame.
-    mode : {"truncate", "conserve"}
-        Boundary mode (SPEC section 4).
+    mode : {"truncate", "conserve", "renormalize"}
+        Boundary mode (SPEC sections 4 and 9.1).
 
     Returns
     -------
     W : ndarray, shape (K, K)
         ``W[i, p]``, the weight from source ``p`` to bin ``i``. In conserve mode
-        ``W[p, p] = 1 - sum_{i != p} W[i, p]``.
+        ``W[p, p] = 1 - sum_{i != p} W[i, p]``. In renormalize mode
+        ``W[i, p] = (r - |i - p|) / S_p(r)`` for ``-A <= i - p <= B`` (identity for ``r <= 1``).
     """
     _check_mode(mode)
     r_col = np.asarray(r_col, dtype=np.float64)
     K = r_col.shape[0]
     W = np.zeros((K, K))
     for p in range(K):
+        r = float(r_col[p])
+        if mode == "renormalize" and r > 1:
+            A, B = _reach(r, p, K)
+            S_p = _S_p(r, p, K)
+            for i in range(p - A, p + B + 1):
+                W[i, p] = (r - abs(i - p)) / S_p
+            continue
         for i in range(K):
-            W[i, p] = weight(i - p, r_col[p])
+            W[i, p] = weight(i - p, r)
         if mode == "conserve":
             W[p, p] = 1.0 - sum(W[i, p] for i in range(K) if i != p)
     return W
@@ -111,22 +131,32 @@ def dweight_matrix(r_col, mode):
     ----------
     r_col : array_like, shape (K,)
         Radii of the K source bins of the frame.
-    mode : {"truncate", "conserve"}
+    mode : {"truncate", "conserve", "renormalize"}
         Boundary mode.
 
     Returns
     -------
     D : ndarray, shape (K, K)
-        ``D[i, p] = dW[i, p] / dr_p``. In conserve mode the diagonal is
-        ``-sum_{i != p} D[i, p]`` over in-range bins.
+        ``D[i, p] = dW[i, p] / dr_p`` (from the left at integer radii, 0 for ``r <= 1``).
+        In conserve mode the diagonal is ``-sum_{i != p} D[i, p]`` over in-range bins. In
+        renormalize mode, by the quotient rule with ``n``, ``A``, ``B`` fixed (they are
+        constant on ``(n, n + 1]``) and ``dS_p/dr = A + B + 1``:
+        ``D[i, p] = (S_p - (r - |i - p|)(A + B + 1)) / S_p**2`` for ``-A <= i - p <= B``.
     """
     _check_mode(mode)
     r_col = np.asarray(r_col, dtype=np.float64)
     K = r_col.shape[0]
     D = np.zeros((K, K))
     for p in range(K):
+        r = float(r_col[p])
+        if mode == "renormalize" and r > 1:
+            A, B = _reach(r, p, K)
+            S_p = _S_p(r, p, K)
+            for i in range(p - A, p + B + 1):
+                D[i, p] = (S_p - (r - abs(i - p)) * (A + B + 1)) / S_p**2
+            continue
         for i in range(K):
-            D[i, p] = dweight(i - p, r_col[p])
+            D[i, p] = dweight(i - p, r)
         if mode == "conserve":
             D[p, p] = -sum(D[i, p] for i in range(K) if i != p)
     return D
@@ -151,7 +181,7 @@ def blur(X, r, mode="truncate"):
         Input spectrogram(s).
     r : array_like, same shape as X
         Radius field.
-    mode : {"truncate", "conserve"}
+    mode : {"truncate", "conserve", "renormalize"}
         Boundary mode.
 
     Returns
@@ -181,7 +211,7 @@ def blur_vjp(X, r, G, mode="truncate"):
         Radius field.
     G : array_like, same shape as X
         Upstream gradient ``dL/dY``.
-    mode : {"truncate", "conserve"}
+    mode : {"truncate", "conserve", "renormalize"}
         Boundary mode.
 
     Returns

@@ -70,3 +70,23 @@ def test_device_arrays_in_device_arrays_out(mode, shape):
     assert_agree(Y.copy_to_host(), specblur.blur(X, r, mode=mode, device="cpu"), np.float64)
     for out, ref in zip(grads, specblur.blur_vjp(X, r, G, mode=mode, device="cpu")):
         assert_agree(out.copy_to_host(), ref, np.float64)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("K", [1, 9])
+def test_huge_radii_cuda_matches_cpu(mode, K):
+    """Radii far beyond K (up to 1e300) and K = 1 give the same finite values on both devices."""
+    rng = np.random.default_rng(1)
+    X, G = rng.normal(size=(2, K, 4))
+    r = rng.uniform(-1, 3 * K, size=X.shape)
+    r[::2, 0] = 1e300
+    r[1::3, 1] = 1e15
+    r[:, 2] = 1e300
+    r[:, 3] = 10.0 * K
+    Y = specblur.blur(X, r, mode=mode, device="cuda")
+    assert np.isfinite(Y).all()
+    assert_agree(Y, specblur.blur(X, r, mode=mode, device="cpu"), np.float64)
+    got = specblur.blur_vjp(X, r, G, mode=mode, device="cuda")
+    for a, b in zip(got, specblur.blur_vjp(X, r, G, mode=mode, device="cpu")):
+        assert np.isfinite(a).all()
+        assert_agree(a, b, np.float64)

@@ -198,6 +198,9 @@ CASES = [(p, mo, on, red, {"kind": "identity"})
                                                  ("sum", "mean"))]
 CASES += [(p, mo, "mse", "sum", LOGMEL) for p, mo in itertools.product(PARAMS, MODES)]
 CASES += [("raw", "truncate", "entropy", "mean", LOGMEL)]
+# renormalize (SPEC 9.1): every param with the MSE-side lambda, and one logmel case
+CASES += [(p, "renormalize", "mse", "sum", {"kind": "identity"}) for p in PARAMS]
+CASES += [("softplus", "renormalize", "entropy", "mean", LOGMEL)]
 
 
 @pytest.mark.parametrize("param,mode,lambda_on,reduce,model", CASES,
@@ -269,6 +272,7 @@ def param_of(m, param):
     ("raw", "conserve", LOGMEL),
     ("softplus", "truncate", LOGMEL),
     ("exp", "conserve", {"kind": "identity"}),
+    ("exp", "renormalize", LOGMEL),
 ])
 def test_loss_finite_differences(param, mode, model):
     K, T = 13 if model["kind"] == "identity" else 17, 3

@@ -39,6 +39,7 @@ K1 = (np.array([[2.0, -1.0]]), np.array([[50.0, 0.5]]), np.array([[1.0, 3.0]]))
 @given(case=blur_inputs(grad=False), mode=modes)
 @example(case=K1, mode="truncate")
 @example(case=K1, mode="conserve")
+@example(case=K1, mode="renormalize")
 def test_forward_matches_reference(case, mode):
     X, r, _ = case
     Y = blur(X, r, mode)
@@ -49,6 +50,7 @@ def test_forward_matches_reference(case, mode):
 @given(case=blur_inputs(), mode=modes)
 @example(case=K1, mode="truncate")
 @example(case=K1, mode="conserve")
+@example(case=K1, mode="renormalize")
 def test_vjp_matches_reference(case, mode):
     X, r, G = case
     dX, dr = vjp(X, r, G, mode)
@@ -106,25 +108,84 @@ def test_float32_in_float32_out(case, mode):
         assert_close(got, ref, 1e-4, floor=1e-3)
 
 
-# ---------------------------------------------------------------- conserve mode
+# ---------------------------------------------------------------- conserve and renormalize
+
+TOTAL_KEEPING = ("conserve", "renormalize")
 
 
+@pytest.mark.parametrize("mode", TOTAL_KEEPING)
 @given(case=blur_inputs(grad=False), nonneg=st.booleans())
-def test_conserve_keeps_frame_totals(case, nonneg):
+def test_frame_totals_kept(mode, case, nonneg):
     X, r, _ = case
     if nonneg:
         X = np.abs(X)
-    Y = blur(X, r, "conserve")
+    Y = blur(X, r, mode)
     err = np.abs(frame_sums(Y) - frame_sums(X))
     assert (err <= 1e-12 * frame_sums(np.abs(X))).all(), err.max()
 
 
+@pytest.mark.parametrize("mode", TOTAL_KEEPING)
 @given(case=blur_inputs(nonneg=True, grad=False))
-def test_conserve_keeps_nonnegative(case):
+def test_nonnegative_kept(mode, case):
     X, r, _ = case
-    Y = blur(X, r, "conserve")
+    Y = blur(X, r, mode)
     tol = 1e-12 * frame_sums(X)[..., None, :]
     assert (Y >= -tol).all(), Y.min()
+
+
+# ---------------------------------------------------------------- huge radii
+
+HUGE = st.sampled_from([1e12, 1e15, 1e16, 1e100, 1e300, float(np.finfo(np.float64).max)])
+
+
+@given(case=blur_inputs(), mode=modes, huge=HUGE, share=st.floats(0.0, 1.0),
+       seed=st.integers(0, 2**32 - 1))
+def test_huge_radii_stay_finite(case, mode, huge, share, seed):
+    """Radii up to the largest float give finite outputs and gradients, and no overflow."""
+    X, r, G = case
+    r = np.where(np.random.default_rng(seed).random(X.shape) < share, huge, r)
+    Y = blur(X, r, mode)
+    dX, dr = vjp(X, r, G, mode)
+    for a in (Y, dX, dr):
+        assert np.isfinite(a).all()
+    scale = np.max(np.abs(X)) * np.max(np.abs(G))
+    assert (np.abs(dr[r >= 1e12]) <= 1e-9 * max(scale, 1e-300)).all()
+
+
+@given(case=blur_inputs(), huge=HUGE)
+def test_renormalize_huge_radii_spread_uniformly(case, huge):
+    """As r grows without bound, every source spreads evenly over its frame (SPEC 9.1)."""
+    X, r, G = case
+    r = np.full_like(X, huge)
+    K = X.shape[-2]
+    mean_X = np.broadcast_to(X.mean(axis=-2, keepdims=True), X.shape)
+    mean_G = np.broadcast_to(G.mean(axis=-2, keepdims=True), X.shape)
+    assert_close(blur(X, r, "renormalize"), mean_X, 1e-10 * K)
+    dX, dr = vjp(X, r, G, "renormalize")
+    assert_close(dX, mean_G, 1e-10 * K)
+    assert np.isfinite(dr).all()
+
+
+@pytest.mark.parametrize("K", [1, 5, 64])
+def test_renormalize_approaches_uniform_as_r_grows(K):
+    """max|Y - mean| shrinks like 1 / r towards the frame's mean.
+
+    With r >= K every window covers the frame, and ``W[i, p] - 1/K = (M_p - K|i - p|) /
+    (K S_p)`` with ``M_p = sum_d |d| <= K^2 / 2`` and ``S_p = K r - M_p``, so
+    ``|Y[i] - mean| <= max|X| K / (r - K/2)``.
+    """
+    rng = np.random.default_rng(7)
+    X = rng.uniform(0, 5, size=(K, 4))
+    mean = np.broadcast_to(X.mean(axis=0), X.shape)
+    errs = []
+    for c in (2.0, 20.0, 200.0, 2e4, 2e7):
+        r = c * K + 0.5
+        Y = blur(X, np.full_like(X, r), "renormalize")
+        errs.append(np.max(np.abs(Y - mean)))
+        assert errs[-1] <= np.max(X) * K / (r - K / 2) + 1e-13
+    if K > 1:
+        assert errs[0] > 1e-3  # a real blur, yet not uniform
+    assert all(b <= 0.2 * a + 1e-13 for a, b in zip(errs, errs[1:]))
 
 
 # ---------------------------------------------------------------- gradients
@@ -204,7 +265,7 @@ def test_unknown_mode_rejected(mode):
                  lambda: specblur.blur_vjp(X, r, G, mode=mode, device="cpu")):
         with pytest.raises(ValueError) as info:
             call()
-        assert "truncate" in str(info.value) and "conserve" in str(info.value)
+        assert all(name in str(info.value) for name in ("truncate", "conserve", "renormalize"))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -139,3 +139,108 @@ def test_batch_is_per_item():
 def test_unknown_mode_rejected():
     with pytest.raises(ValueError, match="truncate"):
         naive.weight_matrix(np.ones(3), "reflect")
+
+
+# ---------------------------------------------------------------- renormalize (SPEC 9.1)
+
+
+def test_renormalize_column_sums_are_one():
+    rng = np.random.default_rng(4)
+    for K in (1, 2, 5, 17):
+        r = np.concatenate([rng.uniform(-2, 4 * K, size=K - 1), [10.0 * K]])
+        W = naive.weight_matrix(r, "renormalize")
+        np.testing.assert_allclose(W.sum(axis=0), 1.0, rtol=0, atol=1e-14)
+        assert (W >= 0).all()
+        D = naive.dweight_matrix(r, "renormalize")
+        np.testing.assert_allclose(D.sum(axis=0), 0.0, atol=1e-14)
+
+
+def test_renormalize_hand_values():
+    X = np.zeros((5, 1))
+    X[0] = 9.0
+    r = np.full_like(X, 3.0)
+    # A = 0, B = 2: weights 3, 2, 1 over S_p = 6
+    np.testing.assert_allclose(naive.blur(X, r, "renormalize")[:, 0], [4.5, 3, 1.5, 0, 0])
+    X = np.zeros((4, 1))
+    X[1] = 7.0
+    r = np.full_like(X, 2.5)
+    # n = 2, A = 1, B = 2: weights 1.5, 2.5, 1.5, 0.5 over S_p = 6
+    np.testing.assert_allclose(naive.blur(X, r, "renormalize")[:, 0],
+                               7 * np.array([1.5, 2.5, 1.5, 0.5]) / 6, rtol=1e-15)
+
+
+def test_renormalize_interior_equals_truncate():
+    """A source whose window fits in [0, K) has S_p = S: the same column as truncate."""
+    r = np.array([0.5, 2.3, 3.0, 3.9, 2.0, 1.7, 1.0, 0.2])
+    Wr = naive.weight_matrix(r, "renormalize")
+    Wt = naive.weight_matrix(r, "truncate")
+    for p in (2, 3, 4, 5):  # n <= min(p, K - 1 - p)
+        np.testing.assert_allclose(Wr[:, p], Wt[:, p], rtol=1e-15)
+
+
+@pytest.mark.parametrize("r", [-3.0, -0.0, 0.0, 0.5, 1.0])
+def test_renormalize_identity_at_r_le_1(r):
+    for K in (1, 4):
+        np.testing.assert_array_equal(naive.weight_matrix(np.full(K, r), "renormalize"), np.eye(K))
+        np.testing.assert_array_equal(naive.dweight_matrix(np.full(K, r), "renormalize"), 0.0)
+
+
+@pytest.mark.parametrize("K", [1, 2, 7, 16])
+def test_renormalize_spreads_uniformly_as_r_grows(K):
+    errs = []
+    for r in (10.0 * K, 1e3 * K, 1e6 * K):
+        W = naive.weight_matrix(np.full(K, r), "renormalize")
+        errs.append(np.max(np.abs(W - 1.0 / K)))
+    assert errs[-1] < 1e-5
+    assert errs[0] >= errs[1] >= errs[2]
+
+
+def _off_integers(r):
+    return np.where(np.abs(r - np.round(r)) < 1e-2, r + 0.1, r)
+
+
+def test_renormalize_dweight_matches_finite_differences():
+    rng = np.random.default_rng(5)
+    h = 1e-7
+    for K in (1, 3, 8, 13):
+        r = _off_integers(rng.uniform(-1, 3 * K, size=K))
+        D = naive.dweight_matrix(r, "renormalize")
+        for p in range(K):
+            E = np.zeros(K)
+            E[p] = h
+            fd = (naive.weight_matrix(r + E, "renormalize")[:, p]
+                  - naive.weight_matrix(r - E, "renormalize")[:, p]) / (2 * h)
+            np.testing.assert_allclose(D[:, p], fd, rtol=0, atol=1e-7)
+    # at integer radii the reference gives the derivative from the left (SPEC 3)
+    for K, rr in ((6, 5.0), (9, 3.0), (9, 2.0)):
+        r = np.full(K, rr)
+        D = naive.dweight_matrix(r, "renormalize")
+        for p in range(K):
+            E = np.zeros(K)
+            E[p] = h
+            fd = (naive.weight_matrix(r - E, "renormalize")[:, p]
+                  - naive.weight_matrix(r - 3 * E, "renormalize")[:, p]) / (2 * h)
+            np.testing.assert_allclose(D[:, p], fd, rtol=0, atol=1e-6)
+
+
+def test_renormalize_spec_vjp_formula():
+    """SPEC 9.1: dr[p] = X[p] (s0 - (A + B + 1) dx) / S_p, with s0 the window sum of G."""
+    rng = np.random.default_rng(6)
+    for K in (1, 2, 6, 11):
+        X, G = rng.normal(size=(2, K, 3))
+        r = rng.uniform(-1, 3 * K, size=X.shape)
+        r[::3] = np.round(r[::3])  # integers too: both sides use the left derivative
+        dX, dr = naive.blur_vjp(X, r, G, "renormalize")
+        for p, t in np.ndindex(X.shape):
+            rr = r[p, t]
+            if rr <= 1:
+                assert dr[p, t] == 0.0 and dX[p, t] == G[p, t]
+                continue
+            A, B = naive._reach(rr, p, K)
+            S_p = naive._S_p(rr, p, K)
+            window = G[p - A:p + B + 1, t]
+            s0 = window.sum()
+            dx = sum((rr - abs(d)) * G[p + d, t] for d in range(-A, B + 1)) / S_p
+            assert dX[p, t] == pytest.approx(dx, rel=1e-12, abs=1e-14)
+            assert dr[p, t] == pytest.approx(X[p, t] * (s0 - (A + B + 1) * dx) / S_p,
+                                             rel=1e-10, abs=1e-14)

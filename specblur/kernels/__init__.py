@@ -14,8 +14,8 @@ from typing import Callable
 from .._checks import suggest
 from ..errors import SpecblurError
 
-#: Boundary modes (SPEC §4) and the integer codes the kernels take.
-MODE_CODES = {"truncate": 0, "conserve": 1}
+#: Boundary modes (SPEC §4, §9.1) and the integer codes the kernels take.
+MODE_CODES = {"truncate": 0, "conserve": 1, "renormalize": 2}
 MODES = tuple(MODE_CODES)
 DEVICES = ("cpu", "cuda")
 

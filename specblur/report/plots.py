@@ -469,7 +469,7 @@ def plot_spectrograms(X: np.ndarray, r: np.ndarray, mode: str, *, sr: int | None
         ``(K, T)`` input magnitudes (see :func:`input_magnitude`).
     r : numpy.ndarray
         ``(K, T)`` radius field (for example the last snapshot's).
-    mode : {"truncate", "conserve"}
+    mode : {"truncate", "conserve", "renormalize"}
         The run's blur mode.
     sr, n_fft, hop : int, optional
         The input's geometry, for axes in seconds and hertz.
