@@ -14,7 +14,7 @@ from .errors import SpecblurError
 from .kernels import for_device, mode_code
 from .models import check_model_input, make_model
 from .schema import HISTORY_COLUMNS, SR, STATS
-from .settings import Param, Settings, resolve
+from .settings import Param, Settings, check_m_init, resolve, resolved_r_max
 
 __all__ = ["FitResult", "fit"]
 
@@ -102,14 +102,17 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
     if field_init:
         settings = {**settings, "m_init": 1.0}
     cfg = resolve(settings, where="fit")
-    r0 = _check_field(r0, X.shape, cfg.param_kind) if field_init else cfg.m_init
+    r_max = resolved_r_max(cfg, X.shape[0])
+    r0 = _check_field(r0, X.shape, cfg.param_kind, r_max) if field_init else cfg.m_init
+    if not field_init:
+        check_m_init(r0, cfg.param_kind, r_max, "fit")
     if spec is not None:
         check_model_input(cfg.model, sr=spec.sr, n_fft=spec.n_fft, hop=spec.hop, where="fit")
     model = make_model(cfg.model, sr=spec.sr if spec else int(sr),
                        n_fft=spec.n_fft if spec else 2 * (X.shape[0] - 1),
                        n_bins=X.shape[0], seed=cfg.seed)
     with np.errstate(all="ignore"):
-        result = _Descent(X, r0, cfg, model, device).run(callback)
+        result = _Descent(X, r0, cfg, model, device, r_max).run(callback)
     result.settings = cfg.replace(m_init=None) if field_init else cfg
     return result
 
@@ -126,7 +129,7 @@ def _check_spectrogram(X):
     return X
 
 
-def _check_field(r0, shape, param):
+def _check_field(r0, shape, param, r_max):
     r0 = np.asarray(r0, dtype=np.float64)
     if r0.shape != shape:
         raise SpecblurError(f"m_init field has shape {r0.shape}, X has shape {shape}")
@@ -134,6 +137,9 @@ def _check_field(r0, shape, param):
         raise SpecblurError("m_init field has non-finite values")
     if param.needs_positive_init and (r0 <= 0).any():
         raise SpecblurError(f"m_init must be > 0 everywhere with param {param.name.lower()!r}")
+    if param is Param.SIGMOID and not ((r0 > 1) & (r0 < r_max)).all():
+        raise SpecblurError(f"m_init must lie in (1, r_max) = (1, {r_max:g}) everywhere with "
+                            "param 'sigmoid'")
     return r0
 
 
@@ -170,14 +176,15 @@ class _Descent:
     With ``raw`` and ``relu`` the radius is ``m`` itself.
     """
 
-    def __init__(self, X, r0, cfg: Settings, model, device):
+    def __init__(self, X, r0, cfg: Settings, model, device, r_max):
         self.cfg = cfg
         self.model = model
         self.blur = _Blur(X, cfg.mode, device)
         self.param = cfg.param_kind
         self.code = int(self.param)
-        self.m = np.array(np.broadcast_to(objective.param_inverse(r0, self.param), X.shape),
-                          dtype=np.float64, order="C")  # a writable copy
+        self.r_max = np.inf if r_max is None else float(r_max)
+        self.m = np.array(np.broadcast_to(objective.param_inverse(r0, self.param, self.r_max),
+                                          X.shape), dtype=np.float64, order="C")  # writable
         own_radius = not self.param.radius_is_m
         self.r = np.empty_like(X) if own_radius else self.m
         self.drdm = np.empty_like(X) if own_radius else self.m  # unused for raw and relu
@@ -188,6 +195,17 @@ class _Descent:
         self.h_scale = 1.0 / X.size if cfg.entropy_reduce == "mean" else 1.0
         self.ref = np.array(model.forward(X), dtype=np.float64, order="C")
         self.g_out = np.empty_like(self.ref)
+        self.norm = 1.0  # D = mean((Φ(Y) - Φ(X))²) * norm (SPEC §9.4)
+        if cfg.mse_norm == "ref":
+            power = float(np.mean(self.ref ** 2))
+            if not power > 0:
+                raise SpecblurError("mse_norm 'ref' divides by mean(Φ(X)²), which is 0 here")
+            self.norm = 1.0 / power
+        self.tv = cfg.tv
+        if self.tv > 0:  # the smoothness term (SPEC §9.3)
+            self.u, self.g_tv = np.empty_like(X), np.empty_like(X)
+        else:
+            self.g_tv = np.empty(0)
         self.x_total = float(X.sum())
         self.stats = np.empty(len(STATS))
         adam = cfg.optimizer == "adam"
@@ -204,33 +222,45 @@ class _Descent:
         f, cfg = _f, self.cfg
         # raw and relu use m as the radius; the last step already counted non-finite m
         if project or not self.param.radius_is_m or not self.m_finite:
-            if objective.radius(f(self.m), self.code, project, f(self.r), f(self.drdm)):
+            if objective.radius(f(self.m), self.code, project, self.r_max, f(self.r),
+                                f(self.drdm)):
                 return None
         Y = self.blur.forward(self.r)
         out = self.model.forward(Y)
-        D = objective.mse_and_grad(f(out), f(self.ref), self.c_mse, f(self.g_out))
+        D = self.norm * objective.mse_and_grad(f(out), f(self.ref), self.c_mse * self.norm,
+                                               f(self.g_out))
         if not np.isfinite(D):
             return None
+        TV = 0.0
+        if self.tv > 0:
+            TV = objective.total_variation(self.r, self.drdm, self.param.radius_is_m,
+                                           cfg.tv_delta, self.tv, self.u, self.g_tv)
+            if not np.isfinite(TV):
+                return None
         dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
         g_mse = dr if self.param.radius_is_m else self.g_mse  # dr/dm = 1 for raw and relu
         if objective.gradient_parts(f(self.m), f(self.r), f(dr), f(self.drdm), self.code,
-                                    cfg.eps, self.c_ent * self.h_scale, f(g_mse),
+                                    cfg.eps, self.c_ent * self.h_scale, self.r_max, f(g_mse),
                                     f(self.g_ent)):
             return None  # some h(m) = log(0)
         H = loss = np.nan
         if log:
-            H = self.h_scale * objective.entropy_sum(f(self.m), f(self.r), self.code, cfg.eps)
-            loss = self.c_mse * D - self.c_ent * H
+            H = self.h_scale * objective.entropy_sum(f(self.m), f(self.r), self.code, cfg.eps,
+                                                     self.r_max)
+            loss = self.c_mse * D - self.c_ent * H + self.tv * TV
             if not np.isfinite(loss):
                 return None
         objective.statistics(f(self.m), f(self.r), f(g_mse), f(self.g_ent), self.stats)
-        values = (loss, D, H, *self.stats, float(Y.sum()) / self.x_total if self.x_total else np.nan)
+        gtv = (float(self.g_tv.mean()), float(self.g_tv.var())) if self.tv > 0 and log \
+            else (0.0, 0.0) if self.tv == 0 else (np.nan, np.nan)
+        values = (loss, D, H, *self.stats, float(Y.sum()) / self.x_total if self.x_total else np.nan,
+                  TV, *gtv)
         snap = self.snapshot(self.m.copy(), self.r.copy(), Y, g_mse, out) if snapshot else None
         if update:
             if not self.adam:
-                bad = objective.sgd_step(f(self.m), f(g_mse), f(self.g_ent), cfg.lr)
+                bad = objective.sgd_step(f(self.m), f(g_mse), f(self.g_ent), f(self.g_tv), cfg.lr)
             else:
-                bad = objective.adam_step(f(self.m), f(g_mse), f(self.g_ent), cfg.lr,
+                bad = objective.adam_step(f(self.m), f(g_mse), f(self.g_ent), f(self.g_tv), cfg.lr,
                                           cfg.beta1, cfg.beta2, cfg.adam_eps, n + 1,
                                           f(self.mom1), f(self.mom2))
             self.m_finite = bad == 0

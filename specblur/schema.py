@@ -17,8 +17,11 @@ SPEAKER_ENCODER_INPUT = {"sr": 16000, "n_fft": 400, "hop": 160}
 #: Statistics over bins that the objective computes in one pass, in this order.
 STATS = ("gmse_mean", "gmse_var", "gent_mean", "gent_var", "m_mean", "m_std", "m_min", "m_max",
          "frac_identity", "frac_negative")
+#: The smoothness term (SPEC §9.3): the total variation ``TV`` (without its weight ``tv``)
+#: and the mean and variance over bins of its gradient part ``∂(tv·TV)/∂m``.
+TV_COLUMNS = ("tv", "gtv_mean", "gtv_var")
 #: The values of one history row besides ``epoch`` and ``seconds``.
-METRICS = ("loss", "mse", "entropy", *STATS, "energy_ratio")
+METRICS = ("loss", "mse", "entropy", *STATS, "energy_ratio", *TV_COLUMNS)
 HISTORY_COLUMNS = ("epoch", *METRICS, "seconds")
 
 # --- snapshots ----------------------------------------------------------------------------

@@ -18,12 +18,16 @@ from .errors import SpecblurError
 from .kernels import MODES
 from .models import validate_model_spec
 
-__all__ = ["ENTROPY_REDUCE", "LAMBDA_ON", "OPTIMIZERS", "PARAMS", "Param", "SETTINGS", "Settings",
-           "resolve"]
+__all__ = ["ENTROPY_REDUCE", "ID_NEUTRAL", "LAMBDA_ON", "MSE_NORM", "OPTIMIZERS", "PARAMS", "Param",
+           "SETTINGS", "Settings", "check_m_init", "resolve", "resolved_r_max"]
 
 LAMBDA_ON = ("entropy", "mse")
 ENTROPY_REDUCE = ("sum", "mean")
 OPTIMIZERS = ("sgd", "adam")
+MSE_NORM = ("none", "ref")
+#: Settings added after the first release (SPEC §9). At their defaults they are left out of
+#: the run id (:func:`specblur.sweep.config.make_run_id`), so older sweeps keep their ids.
+ID_NEUTRAL = ("r_max", "tv", "tv_delta", "mse_norm")
 
 
 class Param(enum.IntEnum):
@@ -33,6 +37,7 @@ class Param(enum.IntEnum):
     RELU = 1
     SOFTPLUS = 2
     EXP = 3
+    SIGMOID = 4
 
     @classmethod
     def of(cls, name: str) -> "Param":
@@ -48,6 +53,11 @@ class Param(enum.IntEnum):
     def needs_positive_init(self) -> bool:
         """True when ``param⁻¹(r0)`` needs ``r0 > 0``."""
         return self in (Param.SOFTPLUS, Param.EXP)
+
+    @property
+    def takes_r_max(self) -> bool:
+        """True when ``r_max`` applies: the bound of sigmoid, the cap of softplus and exp."""
+        return self in (Param.SOFTPLUS, Param.EXP, Param.SIGMOID)
 
 
 PARAMS = tuple(p.name.lower() for p in Param)
@@ -67,6 +77,8 @@ class Settings(Mapping):
     Build it with :func:`resolve`, which fills in defaults and checks every value.
     ``snapshot_every`` is None only before resolution (it then defaults to ``epochs``);
     ``m_init`` is None in a :class:`~specblur.FitResult` whose initial radius was a field.
+    ``r_max`` None means: no cap for softplus and exp, and ``4 K`` for sigmoid (resolved
+    by :func:`specblur.fit`, which knows K).
     """
 
     m_init: Optional[float] = _setting(1.0, float)
@@ -84,6 +96,10 @@ class Settings(Mapping):
     epochs: int = _setting(1000, int, positive=True)
     log_every: int = _setting(1, int, positive=True)
     snapshot_every: Optional[int] = _setting(None, int, positive=True)
+    r_max: Optional[float] = _setting(None, float)
+    tv: float = _setting(0.0, float, low=0.0)
+    tv_delta: float = _setting(1e-2, float)
+    mse_norm: str = _setting("none", MSE_NORM)
     model: dict = _setting({"kind": "identity"}, dict)
     seed: int = _setting(0, int)
 
@@ -178,4 +194,34 @@ def resolve(settings: Mapping, where: str = "settings") -> Settings:
         raise SpecblurError(f"{where}: m_init must be > 0 with param {out['param']!r}, got {out['m_init']}")
     if out["lr"] <= 0:
         raise SpecblurError(f"{where}: lr must be positive, got {out['lr']}")
+    if out["tv_delta"] <= 0:
+        raise SpecblurError(f"{where}: tv_delta must be positive, got {out['tv_delta']}")
+    _check_r_max(out, where)
     return Settings(**out)
+
+
+def _check_r_max(out: dict, where: str) -> None:
+    param, r_max = Param.of(out["param"]), out["r_max"]
+    if r_max is None:
+        return
+    if not param.takes_r_max:
+        raise SpecblurError(f"{where}: r_max applies to param sigmoid, softplus and exp, "
+                            f"not to {out['param']!r}")
+    if r_max <= 1:
+        raise SpecblurError(f"{where}: r_max must be > 1, got {r_max}")
+    check_m_init(out["m_init"], param, r_max, where)
+
+
+def resolved_r_max(settings: Settings, n_bins: int) -> float | None:
+    """The ``r_max`` a run uses: the setting, or ``4 K`` for sigmoid (SPEC §9.2), or None."""
+    if settings.r_max is None and settings.param_kind is Param.SIGMOID:
+        return 4.0 * n_bins
+    return settings.r_max
+
+
+def check_m_init(m_init: float | None, param: Param, r_max: float | None, where: str) -> None:
+    """For sigmoid, ``m_init`` must lie in ``(1, r_max)`` (SPEC §9.2)."""
+    if param is Param.SIGMOID and m_init is not None and r_max is not None \
+            and not 1 < m_init < r_max:
+        raise SpecblurError(f"{where}: m_init must lie in (1, r_max) = (1, {r_max:g}) with "
+                            f"param 'sigmoid', got {m_init}")

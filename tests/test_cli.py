@@ -30,10 +30,10 @@ from specblur.sweep.config import load_sweep, make_run_id
 SR = 8000
 HISTORY_METRICS = ["loss", "mse", "entropy", "gmse_mean", "gmse_var", "gent_mean", "gent_var",
                    "m_mean", "m_std", "m_min", "m_max", "frac_identity", "frac_negative",
-                   "energy_ratio"]
+                   "energy_ratio", "tv", "gtv_mean", "gtv_var"]
 SETTING_COLUMNS = ["m_init", "lam", "lambda_on", "entropy_reduce", "eps", "mode", "param",
                    "optimizer", "lr", "beta1", "beta2", "adam_eps", "epochs", "log_every",
-                   "snapshot_every", "model.kind", "seed"]
+                   "snapshot_every", "r_max", "tv", "tv_delta", "mse_norm", "model.kind", "seed"]
 TABLES = ("history", "fields", "outputs")
 
 
@@ -290,8 +290,11 @@ BAD = {
     "corrupt audio": ("input: {audio: garbage.wav, sr: 8000, n_fft: 64, hop: 32}\n",
                       ["garbage.wav"]),
     "invalid mode": (INPUT + "base: {mode: blurry}\n", ["mode", "truncate", "conserve"]),
-    "invalid param": (INPUT + "base: {param: sigmoid}\n",
-                      ["param", "raw", "relu", "softplus", "exp"]),
+    "invalid param": (INPUT + "base: {param: tanh}\n",
+                      ["param", "raw", "relu", "softplus", "exp", "sigmoid"]),
+    "sigmoid m_init outside (1, r_max)": (INPUT + "base: {param: sigmoid}\n",
+                                          ["m_init", "(1, r_max) = (1, 132)"]),
+    "r_max with raw": (INPUT + "base: {r_max: 8}\n", ["r_max", "raw"]),
     "invalid model kind": (INPUT + "base: {model: {kind: resnet}}\n",
                            ["resnet", "identity", "logmel", "mlp", "python"]),
     "runs and grid clash": (INPUT + "runs: [{m_init: 2}]\ngrid: {m_init: [1, 3]}\n", ["m_init"]),

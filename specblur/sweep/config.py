@@ -22,7 +22,7 @@ from .._io import file_sha256
 from ..errors import SpecblurError
 from ..models import check_model_input
 from ..schema import HOP, N_FFT, SR
-from ..settings import SETTINGS, Settings, resolve
+from ..settings import ID_NEUTRAL, SETTINGS, Settings, check_m_init, resolve, resolved_r_max
 from .segments import check_config as check_segments
 
 __all__ = ["INPUT_KEYS", "Run", "Sweep", "TOP_KEYS", "load_sweep", "make_run_id"]
@@ -153,6 +153,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
                 settings = resolve(merged, where=_origin(where, raw, i, point))
                 check_model_input(settings.model, sr=inp["sr"], n_fft=inp["n_fft"],
                                   hop=inp["hop"], where=f"{where}: runs[{i}]")
+                check_m_init(settings.m_init, settings.param_kind,
+                             resolved_r_max(settings, inp["n_fft"] // 2 + 1),
+                             _origin(where, raw, i, point))
                 run_id = make_run_id(settings, digest, inp)
                 if run_id not in seen:
                     seen.add(run_id)
@@ -182,7 +185,10 @@ def make_run_id(settings: Mapping, input_sha256: str, input_settings: dict) -> s
     # segments do not change the fit, so they are not part of the run id
     inp = {k: v for k, v in input_settings.items()
            if k not in ("audio", "spectrogram", "segments")}
-    blob = json.dumps([dict(settings), input_sha256, inp], sort_keys=True, separators=(",", ":"))
+    # settings added after the first release count only when they differ from their default
+    settings = {k: v for k, v in settings.items()
+                if not (k in ID_NEUTRAL and v == SETTINGS[k][1])}
+    blob = json.dumps([settings, input_sha256, inp], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
