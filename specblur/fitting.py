@@ -99,8 +99,8 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
     X = _check_spectrogram(spec.mag if spec else X)
     r0 = settings.get("m_init", 1.0)
     field_init = np.ndim(r0) > 0
-    if field_init:
-        settings = {**settings, "m_init": 1.0}
+    if field_init:  # checked as a field below; None skips the scalar checks
+        settings = {**settings, "m_init": None}
     cfg = resolve(settings, where="fit")
     r_max = resolved_r_max(cfg, X.shape[0])
     r0 = _check_field(r0, X.shape, cfg.param_kind, r_max) if field_init else cfg.m_init
@@ -113,7 +113,7 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
                        n_bins=X.shape[0], seed=cfg.seed)
     with np.errstate(all="ignore"):
         result = _Descent(X, r0, cfg, model, device, r_max).run(callback)
-    result.settings = cfg.replace(m_init=None) if field_init else cfg
+    result.settings = cfg.replace(r_max=r_max)  # the bound actually used (SPEC §9.2)
     return result
 
 

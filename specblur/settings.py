@@ -190,7 +190,8 @@ def resolve(settings: Mapping, where: str = "settings") -> Settings:
                                 f"{meta.get('high', float('inf')):g}), got {out[key]}")
     if out["snapshot_every"] is None:
         out["snapshot_every"] = out["epochs"]
-    if Param.of(out["param"]).needs_positive_init and out["m_init"] <= 0:
+    if Param.of(out["param"]).needs_positive_init and out["m_init"] is not None \
+            and out["m_init"] <= 0:
         raise SpecblurError(f"{where}: m_init must be > 0 with param {out['param']!r}, got {out['m_init']}")
     if out["lr"] <= 0:
         raise SpecblurError(f"{where}: lr must be positive, got {out['lr']}")
@@ -220,8 +221,16 @@ def resolved_r_max(settings: Settings, n_bins: int) -> float | None:
 
 
 def check_m_init(m_init: float | None, param: Param, r_max: float | None, where: str) -> None:
-    """For sigmoid, ``m_init`` must lie in ``(1, r_max)`` (SPEC §9.2)."""
-    if param is Param.SIGMOID and m_init is not None and r_max is not None \
-            and not 1 < m_init < r_max:
+    """For sigmoid, ``m_init`` must lie in ``(1, r_max)`` (SPEC §9.2); below a cap otherwise.
+
+    A scalar ``m_init`` above the cap of softplus or exp would freeze every bin (their
+    gradient is 0 there). A field may hold such bins: they stay at the cap.
+    """
+    if m_init is None or r_max is None:
+        return
+    if param is Param.SIGMOID and not 1 < m_init < r_max:
         raise SpecblurError(f"{where}: m_init must lie in (1, r_max) = (1, {r_max:g}) with "
                             f"param 'sigmoid', got {m_init}")
+    if param.takes_r_max and m_init > r_max:
+        raise SpecblurError(f"{where}: m_init must not exceed r_max = {r_max:g} with param "
+                            f"{param.name.lower()!r}, got {m_init}: its bins would never move")
