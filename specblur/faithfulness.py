@@ -181,7 +181,7 @@ def _check_baselines(baselines: Any, occlusion: bool, name: str = "baselines") -
         if item == "map":
             continue
         if not isinstance(item, str) or item not in BASELINES:
-            raise SpecblurError(f"unknown baseline {item!r} in {name}; valid baselines are "
+            raise SpecblurError(f"{name}: unknown baseline {item!r}; valid baselines are "
                                 f"{', '.join(BASELINES)}{suggest(item, BASELINES)}")
         names.add(item)
     return [s for s in BASELINES if s in names]

@@ -35,6 +35,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import SpecblurError
 from ..schema import RUN_COLUMNS
+from ..sweep.results import field_array
 
 __all__ = [
     "plot_gradient_histograms", "plot_gradient_stats", "plot_loss_parts", "plot_outputs",
@@ -270,15 +271,6 @@ def _snapshot(fields, epoch):
     return fields[fields["epoch"] == epoch]
 
 
-def _field(snap, column):
-    """A long snapshot table's column as a (K, T) array."""
-    k = snap["k"].to_numpy(dtype=np.int64)
-    t = snap["t"].to_numpy(dtype=np.int64)
-    out = np.full((int(k.max()) + 1, int(t.max()) + 1), np.nan)
-    out[k, t] = snap[column].to_numpy(dtype=np.float64)
-    return out
-
-
 def _extent(K, T, sr, n_fft, hop):
     """imshow extent and axis labels: seconds and hertz when the geometry is known."""
     if sr and hop:
@@ -317,7 +309,7 @@ def plot_radius_field(fields: pd.DataFrame, *, sr: int | None = None, n_fft: int
     """
     ax = _new_axes(ax)
     epoch = int(fields["epoch"].max()) if epoch is None else int(epoch)
-    r = _field(_snapshot(fields, epoch), "r")
+    r = field_array(_snapshot(fields, epoch), "r")
     K, T = r.shape
     extent, xlabel, ylabel = _extent(K, T, sr, n_fft, hop)
     identity = ~(r > 1)                          # NaN counts as "not blurred" too
@@ -576,7 +568,7 @@ def plot_run(history: pd.DataFrame | None, fields: pd.DataFrame, outputs: pd.Dat
         elif not has_fields:
             why = "no snapshot recorded"
         else:
-            r = _field(_snapshot(fields, int(fields["epoch"].max())), "r")
+            r = field_array(_snapshot(fields, int(fields["epoch"].max())), "r")
             if r.shape != np.shape(X):
                 why = f"the radius field {r.shape} does not match the input {np.shape(X)}"
             elif not np.all(np.isfinite(r)):
