@@ -493,7 +493,8 @@ def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = SR,
     SpecblurError
         For a bad shape, non-finite values (in ``X`` or ``r``), a negative or all-zero
         ``X``, an unknown baseline (with the closest name), radii <= 1, fractions outside
-        [0, 1], an unknown mode, or a model whose outputs are not finite.
+        [0, 1], an unknown mode, a non-boolean ``occlusion`` (see :func:`check_options`),
+        or a model whose outputs are not finite.
 
     See Also
     --------

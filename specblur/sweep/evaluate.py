@@ -102,7 +102,7 @@ def _final_radius(folder: Path, run_id: str, shape: tuple[int, int]):
     if fields.empty:
         raise SpecblurError("the run has no fields table")
     r = field_array(fields, "r", shape)
-    if not len(fields) == r.size:
+    if len(fields) != r.size:
         raise SpecblurError(f"its last snapshot has {len(fields)} bins, not K·T = {r.size}")
     return int(fields["epoch"].max()), r
 
@@ -157,8 +157,8 @@ def write_sweep_faithfulness(folder: str | os.PathLike, options: Mapping, spec: 
     """
     folder = Path(folder)
     options = dict(options)
-    digest = options_digest(options)
-    todo = [run for run in runs if run.run_id in set(fresh) or _stored_digest(
+    digest, fresh = options_digest(options), set(fresh)
+    todo = [run for run in runs if run.run_id in fresh or _stored_digest(
         folder / "faithfulness" / f"{run.run_id}.parquet") != digest]
     if not todo:
         return []
