@@ -13,6 +13,7 @@ items at a time: one :func:`specblur.blur` call and one model forward per chunk.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,14 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._checks import suggest, to_int, to_positive_int
+from ._checks import check_keys, suggest, to_int, to_positive_int
 from .blur_api import blur, blur_vjp
 from .errors import SpecblurError
 from .kernels import mode_code
 from .schema import SR
 
-__all__ = ["BASELINES", "SCORES", "COLUMNS", "faithfulness", "faithfulness_summary",
-           "select_bins"]
+__all__ = ["BASELINES", "SCORES", "COLUMNS", "OPTIONS", "check_options", "faithfulness",
+           "faithfulness_summary", "select_bins"]
 
 #: Scores that can be compared with the map (``map`` itself is always evaluated).
 BASELINES = ("anti", "random", "energy", "gradient", "occlusion")
@@ -36,6 +37,10 @@ SCORES = ("map",) + BASELINES
 #: Columns of :func:`faithfulness`'s table.
 COLUMNS = ("score", "R", "F", "d", "d_std", "n_bins", "energy_share")
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: The test's options: keyword arguments of :func:`faithfulness` that :func:`check_options`
+#: checks, and that a sweep's ``evaluate: {faithfulness: {...}}`` section may set.
+OPTIONS = ("radii", "fractions", "baselines", "mode", "n_random", "seed", "occlusion", "patch",
+           "batch")
 
 
 # --- selection -----------------------------------------------------------------------------
@@ -154,40 +159,116 @@ def _numbers(name: str, values: Any, what: str, ok) -> np.ndarray:
     return a
 
 
-def _check_fractions(fractions: Any) -> np.ndarray:
-    return _numbers("fractions", fractions, "numbers in [0, 1]", lambda f: (f >= 0) & (f <= 1))
+def _check_fractions(fractions: Any, name: str = "fractions") -> np.ndarray:
+    return _numbers(name, fractions, "numbers in [0, 1]", lambda f: (f >= 0) & (f <= 1))
 
 
-def _check_radii(radii: Any) -> np.ndarray:
-    return _numbers("radii", radii, "finite numbers > 1 (r <= 1 blurs nothing)", lambda R: R > 1)
+def _check_radii(radii: Any, name: str = "radii") -> np.ndarray:
+    return _numbers(name, radii, "finite numbers > 1 (r <= 1 blurs nothing)", lambda R: R > 1)
 
 
-def _check_baselines(baselines: Any, occlusion: bool) -> list[str]:
+def _check_baselines(baselines: Any, occlusion: bool, name: str = "baselines") -> list[str]:
+    """The baselines to run, in the order of :data:`SCORES`, without ``map``."""
     if isinstance(baselines, str):
         baselines = (baselines,)
     if baselines is None:
         baselines = ()
-    names = []
-    for name in baselines:
-        if name == "map":
+    if isinstance(baselines, Mapping) or not hasattr(baselines, "__iter__"):
+        raise SpecblurError(f"{name} must be a list of names from {', '.join(BASELINES)}; "
+                            f"got {baselines!r}")
+    names = {"occlusion"} if occlusion else set()
+    for item in baselines:
+        if item == "map":
             continue
-        if not isinstance(name, str) or name not in BASELINES:
-            raise SpecblurError(f"unknown baseline {name!r} in baselines; valid baselines are "
-                                f"{', '.join(BASELINES)}{suggest(name, BASELINES)}")
-        if name not in names:
-            names.append(name)
-    if occlusion and "occlusion" not in names:
-        names.append("occlusion")
-    return [s for s in SCORES if s == "map" or s in names]
+        if not isinstance(item, str) or item not in BASELINES:
+            raise SpecblurError(f"{name}: unknown baseline {item!r}; valid baselines are "
+                                f"{', '.join(BASELINES)}{suggest(item, BASELINES)}")
+        names.add(item)
+    return [s for s in BASELINES if s in names]
 
 
-def _check_patch(patch: Any) -> tuple[int, int]:
+def _check_patch(patch: Any, name: str = "patch") -> tuple[int, int]:
     if np.ndim(patch) == 0:
         patch = (patch, patch)
     if len(patch) != 2:
-        raise SpecblurError(f"patch must be (patch_bins, patch_frames), got {patch!r}")
-    return (to_positive_int(patch[0], "patch[0] (patch_bins)", strict_type=True),
-            to_positive_int(patch[1], "patch[1] (patch_frames)", strict_type=True))
+        raise SpecblurError(f"{name} must be (patch_bins, patch_frames), got {patch!r}")
+    return (to_positive_int(patch[0], f"{name}[0] (patch_bins)", strict_type=True),
+            to_positive_int(patch[1], f"{name}[1] (patch_frames)", strict_type=True))
+
+
+def check_options(options: Mapping[str, Any] | None = None, where: str = "") -> dict[str, Any]:
+    """Check the deletion test's options and resolve them to plain values.
+
+    :func:`faithfulness` checks its keyword arguments with this function, and so does a
+    sweep file's ``evaluate: {faithfulness: {...}}`` section, so both accept the same
+    values and give the same messages.
+
+    Parameters
+    ----------
+    options : mapping, optional
+        Some of :data:`OPTIONS`; the others take :func:`faithfulness`'s defaults.
+    where : str
+        How messages name the options: ``""`` names them alone (``radii must be ...``);
+        ``"grid.yaml: evaluate.faithfulness"`` gives ``grid.yaml:
+        evaluate.faithfulness.radii must be ...``.
+
+    Returns
+    -------
+    dict
+        Every option, in the order of :data:`OPTIONS`, as YAML- and JSON-friendly values:
+        ``radii`` and ``fractions`` (lists of float), ``baselines`` (list of str in the
+        order of :data:`SCORES`, with ``occlusion`` when ``occlusion`` is set), ``mode``
+        (str), ``n_random``, ``seed``, ``batch`` (int), ``occlusion`` (bool: whether
+        ``occlusion`` is among the baselines) and ``patch`` (two ints).
+
+    Raises
+    ------
+    SpecblurError
+        For an unknown option or baseline (with the closest name), radii <= 1, fractions
+        outside [0, 1], an unknown mode, a non-positive ``n_random``, ``batch`` or patch
+        size, a negative ``seed`` or a non-boolean ``occlusion``.
+
+    Examples
+    --------
+    >>> from specblur.faithfulness import check_options
+    >>> opts = check_options({"radii": [16], "baselines": ["random", "anti"]})
+    >>> opts["radii"], opts["baselines"], opts["mode"]
+    ([16.0], ['anti', 'random'], 'conserve')
+    >>> check_options({"radius": [16]}, where="grid.yaml: evaluate.faithfulness")
+    Traceback (most recent call last):
+    ...
+    specblur.errors.SpecblurError: grid.yaml: evaluate.faithfulness: unknown option 'radius'; did you mean 'radii'?
+    """
+    options = {} if options is None else options
+    if where:
+        check_keys(options, OPTIONS, where, what="option")
+
+    def name(key):
+        return f"{where}.{key}" if where else key
+
+    given = {**_DEFAULTS, **options}
+    occlusion = given["occlusion"]
+    if not isinstance(occlusion, (bool, np.bool_)):
+        raise SpecblurError(f"{name('occlusion')} must be true or false, got {occlusion!r}")
+    try:
+        mode_code(given["mode"])  # an unknown mode fails here, naming the valid ones
+    except SpecblurError as exc:
+        raise SpecblurError(f"{name('mode')}: {exc}" if where else str(exc)) from None
+    seed = to_int(given["seed"], name("seed"))
+    if seed < 0:
+        raise SpecblurError(f"{name('seed')} must be a non-negative integer, got {seed}")
+    baselines = _check_baselines(given["baselines"], bool(occlusion), name("baselines"))
+    return {
+        "radii": _check_radii(given["radii"], name("radii")).tolist(),
+        "fractions": _check_fractions(given["fractions"], name("fractions")).tolist(),
+        "baselines": baselines,
+        "mode": given["mode"],
+        "n_random": to_positive_int(given["n_random"], name("n_random"), strict_type=True),
+        "seed": seed,
+        "occlusion": "occlusion" in baselines,
+        "patch": list(_check_patch(given["patch"], name("patch"))),
+        "batch": to_positive_int(given["batch"], name("batch"), strict_type=True),
+    }
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -412,7 +493,8 @@ def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = SR,
     SpecblurError
         For a bad shape, non-finite values (in ``X`` or ``r``), a negative or all-zero
         ``X``, an unknown baseline (with the closest name), radii <= 1, fractions outside
-        [0, 1], an unknown mode, or a model whose outputs are not finite.
+        [0, 1], an unknown mode, a non-boolean ``occlusion`` (see :func:`check_options`),
+        or a model whose outputs are not finite.
 
     See Also
     --------
@@ -477,16 +559,12 @@ def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = SR,
             model, model_seed = {"kind": "identity"}, seed
     else:
         model_seed = seed
-    R_all = _check_radii(radii)
-    fractions = _check_fractions(fractions)
-    scores = _check_baselines(baselines, occlusion)
-    mode_code(mode)  # an unknown mode fails here, naming the valid ones
-    batch = to_positive_int(batch, "batch", strict_type=True)
-    n_random = to_positive_int(n_random, "n_random", strict_type=True)
-    seed = to_int(seed, "seed")
-    if seed < 0:
-        raise SpecblurError(f"seed must be a non-negative integer, got {seed}")
-    patch = _check_patch(patch)
+    opts = check_options({"radii": radii, "fractions": fractions, "baselines": baselines,
+                          "mode": mode, "n_random": n_random, "seed": seed,
+                          "occlusion": occlusion, "patch": patch, "batch": batch})
+    R_all, fractions = np.asarray(opts["radii"]), np.asarray(opts["fractions"])
+    scores = ["map", *opts["baselines"]]
+    n_random, seed, patch, batch = opts["n_random"], opts["seed"], opts["patch"], opts["batch"]
     n_fft = 2 * (X.shape[0] - 1) if n_fft is None else to_positive_int(n_fft, "n_fft",
                                                                            strict_type=True)
     model = _build_model(model, sr=int(sr), n_fft=n_fft, n_bins=X.shape[0], seed=model_seed,
@@ -531,6 +609,11 @@ def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = SR,
     df.attrs.update(seconds=time.perf_counter() - start, model_calls=phi.calls,
                     batched=phi.batched, n_random=n_random)
     return df
+
+
+#: :func:`faithfulness`'s defaults of :data:`OPTIONS`, read from its signature.
+_DEFAULTS = {key: p.default for key, p in inspect.signature(faithfulness).parameters.items()
+             if key in OPTIONS}
 
 
 # --- summary -------------------------------------------------------------------------------

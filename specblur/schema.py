@@ -46,4 +46,11 @@ FINISHED = ("done", "diverged")
 RUN_COLUMNS = ("status", "error", "epochs_done", *METRICS, "wall_seconds", "device")
 
 #: The per-run tables of a results folder, each ``<name>/<run_id>.parquet``.
-TABLES = ("history", "fields", "outputs", "segments")
+TABLES = ("history", "fields", "outputs", "segments", "faithfulness")
+
+# --- faithfulness (SPEC §9.5 in sweeps: the evaluate section, an extension of SPEC §8) ----
+#: ``faithfulness/<run_id>.parquet``: the tidy table of :func:`specblur.faithfulness` for
+#: the run's last snapshot ``epoch``, and ``options_digest``, which names the options used.
+FAITHFULNESS_TYPES = {"run_id": str, "epoch": np.int32, "score": str, "R": np.float64,
+                      "F": np.float64, "d": np.float64, "d_std": np.float64,
+                      "n_bins": np.float64, "energy_share": np.float64, "options_digest": str}

@@ -2,7 +2,8 @@
 rendered in a real browser (headless Chromium through Selenium).
 
 The module builds one small results folder by running a real sweep (a 0.3 s tone at
-8 kHz, three runs of six epochs, snapshots every three) and reuses it.
+8 kHz, three runs of six epochs, snapshots every three, each evaluated by the deletion test
+of SPEC §9.5) and reuses it.
 """
 import re
 import shutil
@@ -40,7 +41,11 @@ def write_wav(path, seconds=0.3, sr=SR):
     return path
 
 
-def make_results(root, source="audio: a.wav", name="tiny"):
+#: A small deletion test: two test radii, three fractions, two random draws.
+EVALUATE = "evaluate: {faithfulness: {radii: [4, 8], fractions: [0.25, 0.5, 0.75], n_random: 2}}\n"
+
+
+def make_results(root, source="audio: a.wav", name="tiny", evaluate=""):
     """Run a three-run sweep under ``root`` and return its results folder."""
     root = Path(root)
     if source.startswith("audio"):
@@ -54,7 +59,7 @@ def make_results(root, source="audio: a.wav", name="tiny"):
           - {{lam: 0.01}}
           - {{lam: 1e4, lambda_on: mse, mode: conserve}}
           - {{lam: 0.1, param: relu, model: {{kind: logmel, n_mels: 8}}}}
-        """))
+        """) + evaluate)
     run_sweep(load_sweep(sweep), out=root / "results")
     return root / "results" / name
 
@@ -65,15 +70,22 @@ class PageParser(HTMLParser):
     def __init__(self):
         super().__init__()
         self.tags = []            # (tag, attrs)
-        self.body_rows = 0
+        self.table_rows = []      # body rows of each table, in page order
         self._in_tbody = False
+
+    @property
+    def body_rows(self):
+        """Body rows of the first table: the table of runs."""
+        return self.table_rows[0] if self.table_rows else 0
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
-        if tag == "tbody":
+        if tag == "table":
+            self.table_rows.append(0)
+        elif tag == "tbody":
             self._in_tbody = True
         elif tag == "tr" and self._in_tbody:
-            self.body_rows += 1
+            self.table_rows[-1] += 1
 
     def handle_endtag(self, tag):
         if tag == "tbody":
@@ -98,8 +110,8 @@ def snapshot_wavs(folder):
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """A real results folder with its report written."""
-    folder = make_results(tmp_path_factory.mktemp("report"))
+    """A real results folder, its runs evaluated, with its report written."""
+    folder = make_results(tmp_path_factory.mktemp("report"), evaluate=EVALUATE)
     page = report.write_report(folder)
     return folder, page
 
@@ -112,7 +124,9 @@ def test_report_files(results):
     assert page == folder / "report.html" and page.is_file()
     runs = pd.read_parquet(folder / "runs.parquet")
     assert len(runs) == 3 and set(runs["status"]) == {"done"}
-    for name in [*runs["run_id"], "sweep"]:
+    names = [*runs["run_id"], *(f"{rid}-faithfulness" for rid in runs["run_id"]), "sweep",
+             "faithfulness"]
+    for name in names:
         png = folder / "report" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert png.stat().st_size > 10_000
@@ -155,7 +169,8 @@ def test_images_and_audio_players(results):
     runs = pd.read_parquet(folder / "runs.parquet")
     srcs = [a["src"] for a in parsed.attrs("img")]
     assert sorted(srcs) == sorted([f"report/{rid}.png" for rid in runs["run_id"]]
-                                  + ["report/sweep.png"])
+                                  + [f"report/{rid}-faithfulness.png" for rid in runs["run_id"]]
+                                  + ["report/sweep.png", "report/faithfulness.png"])
     audio = [a["src"] for a in parsed.attrs("audio")]
     wavs = snapshot_wavs(folder)
     assert len(wavs) == 3 * 2                          # epochs 3 and 6 of three runs
@@ -189,7 +204,7 @@ def test_failed_run_escaping_and_missing_files(tmp_path, results):
     assert "RuntimeError: the model broke &lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert 'id="run-0123456789ab"' in text
     assert not (copy / "report" / "0123456789ab.png").exists()
-    assert len(parsed.attrs("img")) == len(runs) + 1
+    assert len(parsed.attrs("img")) == 2 * len(runs) + 2  # runs, curves, sweep, faithfulness
     assert (copy / "report" / "sweep.png").is_file()
 
 
@@ -279,6 +294,53 @@ def test_single_panels_make_their_own_figure(results):
     assert set(read_fields(folder, rid, epochs="all")["epoch"]) == {3, 6}
 
 
+# --- faithfulness (SPEC §9.5) ------------------------------------------------------------
+
+
+def test_faithfulness_section_and_table(results):
+    folder, page = results
+    res = specblur.load(folder)
+    text = page.read_text(encoding="utf-8")
+    assert '<h2 id="faithfulness">Faithfulness (SPEC §9.5)</h2>' in text
+    parsed = parse(page)
+    assert len(parsed.table_rows) == 2
+    assert parsed.table_rows[1] == len(res.runs) * 2      # one row per run and R
+    section = text[text.index('id="faithfulness"'):text.index("<section")]
+    header = re.search(r"<thead>(.*?)</thead>", section, re.S).group(1)
+    for col in ("R", "F", "map/random", "map/gradient", "anti/random"):
+        assert f">{col}<" in header, col
+    for rid in res.runs["run_id"]:
+        table = res.faithfulness[res.faithfulness.run_id == rid]
+        summary = specblur.faithfulness_summary(table, F=0.5)
+        for R, row in summary.iterrows():
+            cells = [report.plots.fmt(v) for v in (R, 0.5, row["map/random"],
+                                                   row["map/gradient"], row["anti/random"])]
+            assert f'href="#run-{rid}"><code>{rid}</code></a></td>' + "".join(
+                f"<td>{c}</td>" for c in cells) in section, (rid, R)
+        run_section = text[text.index(f'id="run-{rid}"'):]
+        run_section = run_section[:run_section.index("</section>")]
+        assert f'src="report/{rid}-faithfulness.png"' in run_section
+
+
+def test_faithfulness_plots(results):
+    folder, _ = results
+    table = specblur.load(folder, tables=("faithfulness",)).faithfulness
+    rid = table.run_id.iloc[0]
+    fig = report.plot_faithfulness(table, run=rid)
+    assert [a.get_title() for a in fig.axes] == ["deletion curves at test radius R = 4",
+                                                 "deletion curves at test radius R = 8"]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[:3] == ["map", "anti", "random"] and "random ± std" in labels
+    assert fig.axes[0].get_xlabel().startswith("F")
+    with pytest.raises(specblur.SpecblurError, match="several runs"):
+        report.plot_faithfulness(table)
+    fig = report.plot_faithfulness_summary(table)
+    assert len(fig.axes) == 2 and all(a.get_yscale() == "log" for a in fig.axes)
+    ratios = report.faithfulness_ratios(table)
+    assert list(ratios.columns[:3]) == ["run_id", "R", "F"] and (ratios.F == 0.5).all()
+    assert len(ratios) == 2 * table.run_id.nunique()
+
+
 # --- the command line -------------------------------------------------------------------
 
 
@@ -290,7 +352,7 @@ def test_main_writes_the_report(tmp_path, results, capsys):
     (copy / "report.html").unlink()
     assert report_main([str(copy), "--jobs", "2"]) == 0
     assert capsys.readouterr().out.strip() == str(copy / "report.html")
-    assert len(list((copy / "report").glob("*.png"))) == 4
+    assert len(list((copy / "report").glob("*.png"))) == 3 + 3 + 2
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "file"])
@@ -349,7 +411,7 @@ def test_page_renders_in_headless_chromium(results, tmp_path):
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
         runs = pd.read_parquet(folder / "runs.parquet")
-        assert len(images) == len(runs) + 1
+        assert len(images) == 2 * len(runs) + 2
         assert all(width > 0 for _, width in images), images
 
         # every player is there, points at an existing file, and the browser can decode it

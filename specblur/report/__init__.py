@@ -4,11 +4,13 @@ The plotting functions take the DataFrames of :func:`specblur.load`; :func:`writ
 draws them all for a results folder and writes ``report.html`` with audio players.
 """
 from .page import write_report
-from .plots import (plot_gradient_histograms, plot_gradient_stats, plot_loss_parts, plot_outputs,
+from .plots import (faithfulness_ratios, plot_faithfulness, plot_faithfulness_summary,
+                    plot_gradient_histograms, plot_gradient_stats, plot_loss_parts, plot_outputs,
                     plot_radius_field, plot_radius_histogram, plot_radius_stats, plot_run,
                     plot_segments, plot_spectrograms, plot_sweep, run_label)
 
 __all__ = [
+    "faithfulness_ratios", "plot_faithfulness", "plot_faithfulness_summary",
     "plot_gradient_histograms", "plot_gradient_stats", "plot_loss_parts", "plot_outputs",
     "plot_radius_field", "plot_radius_histogram", "plot_radius_stats", "plot_run",
     "plot_segments", "plot_spectrograms", "plot_sweep", "run_label", "write_report",

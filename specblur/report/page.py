@@ -2,7 +2,9 @@
 
 :func:`write_report` draws one PNG per run and one for the sweep under ``DIR/report/`` and
 writes ``DIR/report.html``, a static page with relative links only, which holds a table of
-the runs, their plots and ``<audio>`` players for the original and for every snapshot.
+the runs, their plots and ``<audio>`` players for the original and for every snapshot. When
+the sweep evaluated its runs (``evaluate: faithfulness``), a section compares the runs'
+faithfulness and every run gets its deletion curves.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ import pandas as pd
 
 from .._io import atomic_write
 from ..errors import SpecblurError
-from ..sweep.results import (input_magnitude, load_segments, ordered_runs, read_fields,
-                             read_geometry, read_runs, read_sweep)
-from .plots import (ALWAYS_SHOWN, RC, fmt, is_missing, plot_run, plot_segments, plot_sweep,
-                    run_label, setting_columns, varying_settings)
+from ..sweep.results import (input_magnitude, load_faithfulness, load_segments, ordered_runs,
+                             read_fields, read_geometry, read_runs, read_sweep)
+from .plots import (ALWAYS_SHOWN, RC, faithfulness_ratios, fmt, is_missing, plot_faithfulness,
+                    plot_faithfulness_summary, plot_run, plot_segments, plot_sweep, run_label,
+                    setting_columns, varying_settings)
 
 __all__ = ["DPI", "write_report"]
 
@@ -34,15 +37,31 @@ def _save(fig, path, dpi):
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
-def _run_png(job):
-    """Draw and save one run's figure (in a worker process or in this one).
+def _faithfulness_png(folder, run, dpi):
+    """Draw and save one run's deletion curves, or return None when it has no table."""
+    path = folder / "faithfulness" / f"{run['run_id']}.parquet"
+    if not path.is_file():
+        return None
+    fig = plot_faithfulness(pd.read_parquet(path), run)
+    return _save(fig, folder / "report" / f"{run['run_id']}-faithfulness.png", dpi)
 
-    Returns ``(run_id, png path or None, small history or None, problem or None)``; a run
-    whose files cannot be read or drawn is reported on the page instead of stopping it.
+
+def _run_png(job):
+    """Draw and save one run's figures (in a worker process or in this one).
+
+    Returns ``(run_id, png path or None, small history or None, problem or None,
+    deletion-curve png or None)``; a run whose files cannot be read or drawn is reported
+    on the page instead of stopping it.
     """
     folder, run, geo, X, dpi, keys = job
     folder = Path(folder)
     rid = str(run["run_id"])
+    try:
+        faith_png = _faithfulness_png(folder, run, dpi)
+    except Exception as exc:  # noqa: BLE001 - the run's other plots are still drawn
+        faith_png = None
+        print(f"specblur-report: warning: cannot draw the faithfulness of run {rid}: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
     try:
         hist_path = folder / "history" / f"{rid}.parquet"
         history = pd.read_parquet(hist_path) if hist_path.is_file() else None
@@ -50,15 +69,15 @@ def _run_png(job):
         out_path = folder / "outputs" / f"{rid}.parquet"
         outputs = pd.read_parquet(out_path) if out_path.is_file() else None
         if history is None and not len(fields):
-            return rid, None, None, None
+            return rid, None, None, None, faith_png
         fig = plot_run(history, fields, outputs, run, X=X, keys=keys, **geo)
         png = _save(fig, folder / "report" / f"{rid}.png", dpi)
     except Exception as exc:  # noqa: BLE001 - one unreadable run must not stop the report
         problem = f"cannot draw run {rid}: {type(exc).__name__}: {exc}"
         print(f"specblur-report: warning: {problem}", file=sys.stderr)
-        return rid, None, None, problem
+        return rid, None, None, problem, faith_png
     small = history[["run_id", "epoch", "m_mean"]] if history is not None else None
-    return rid, png, small, None
+    return rid, png, small, None, faith_png
 
 
 def write_report(folder: str | os.PathLike, *, jobs: int | None = 1, dpi: int = DPI) -> Path:
@@ -80,7 +99,9 @@ def write_report(folder: str | os.PathLike, *, jobs: int | None = 1, dpi: int = 
     -------
     pathlib.Path
         ``<folder>/report.html``. The plots are ``<folder>/report/<run_id>.png`` and
-        ``<folder>/report/sweep.png``; every file is written atomically.
+        ``<folder>/report/sweep.png``, with faithfulness tables also
+        ``<folder>/report/<run_id>-faithfulness.png`` and ``<folder>/report/faithfulness.png``;
+        every file is written atomically.
 
     Raises
     ------
@@ -111,9 +132,10 @@ def write_report(folder: str | os.PathLike, *, jobs: int | None = 1, dpi: int = 
             done = list(pool.map(_run_png, jobs_list))
     else:
         done = [_run_png(job) for job in jobs_list]
-    pngs = {rid: png for rid, png, _, _ in done}
-    problems = {rid: problem for rid, _, _, problem in done if problem}
-    small = [h for _, _, h, _ in done if h is not None]
+    pngs = {rid: png for rid, png, *_ in done}
+    problems = {rid: problem for rid, _, _, problem, _ in done if problem}
+    faith_pngs = {rid: png for rid, *_, png in done if png}
+    small = [h for _, _, h, *_ in done if h is not None]
     history = pd.concat(small, ignore_index=True) if small else None
     name = sweep.get("name") or folder.name
     fig = plot_sweep(runs, history, title=f"sweep {name}: {len(runs)} runs")
@@ -122,8 +144,52 @@ def write_report(folder: str | os.PathLike, *, jobs: int | None = 1, dpi: int = 
     seg = load_segments(folder)
     seg_png = _save(plot_segments(seg), folder / "report" / "segments.png", dpi) \
         if len(seg) else None
-    page = _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, seg_png)
+    faith = _faithfulness_summary(folder, runs, dpi)
+    page = _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, seg_png,
+                 (faith, faith_pngs))
     return atomic_write(folder / "report.html", lambda tmp: Path(tmp).write_text(page, "utf-8"))
+
+
+def _faithfulness_summary(folder, runs, dpi):
+    """``(ratios table, comparison png)`` of the runs' faithfulness tables, or None."""
+    table = load_faithfulness(folder)
+    if not len(table):
+        return None
+    order = {rid: i for i, rid in enumerate(runs["run_id"].astype(str))}
+    table = table.sort_values("run_id", key=lambda c: c.map(order).fillna(len(order)),
+                              kind="stable")
+    try:
+        png = _save(plot_faithfulness_summary(table), folder / "report" / "faithfulness.png",
+                    dpi)
+        return faithfulness_ratios(table), png
+    except Exception as exc:  # noqa: BLE001 - the rest of the report is still written
+        print(f"specblur-report: warning: cannot summarise the faithfulness tables: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+
+
+def _faithfulness_html(folder, summary):
+    """The section "Faithfulness (SPEC §9.5)": the comparison figure and the ratios table."""
+    e = html.escape
+    ratios, png = summary
+    cols = [c for c in ratios.columns if c not in ("run_id", "R", "F")]
+    out = ['<h2 id="faithfulness">Faithfulness (SPEC §9.5)</h2>',
+           "<p>The energy-matched deletion test of every run's final radius map: the bins the "
+           "map calls most blurrable, up to a share F of the total magnitude, are blurred at "
+           "a test radius R, and the model's output distance d is compared with that of other "
+           "orders of the bins. A faithful map has map/random and map/gradient well below 1 "
+           "and anti/random above 1. Ratios at F = 0.5 (or the run's closest fraction); "
+           "curve map/random compares the mean of the deletion curves.</p>",
+           f'<img src="{e(_href(folder, png))}" alt="faithfulness ratios of every run">',
+           '<table class="faithfulness"><thead><tr><th class="text">run</th><th>R</th>'
+           "<th>F</th>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr></thead><tbody>"]
+    for _, row in ratios.iterrows():
+        rid = e(str(row["run_id"]))
+        out.append(f'<tr><td class="text"><a href="#run-{rid}"><code>{rid}</code></a></td>'
+                   + "".join(f"<td>{e(fmt(row[c]))}</td>" for c in ("R", "F", *cols))
+                   + "</tr>")
+    out.append("</tbody></table>")
+    return out
 
 
 def _href(folder, path):
@@ -161,8 +227,10 @@ pre.error { background: #fee; padding: .5em; white-space: pre-wrap; }
 """
 
 
-def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, segments_png=None):
+def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, segments_png=None,
+          faith=(None, {})):
     e = html.escape
+    faith_summary, faith_pngs = faith
     shown = keys or [k for k in ALWAYS_SHOWN if k in runs]
     original = folder / "audio" / "original.wav"
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -204,6 +272,8 @@ def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, segments_p
         out.append('<h2 id="segments">Final radius by segment label and band</h2>')
         out.append(f'<img src="{e(_href(folder, segments_png))}" '
                    f'alt="final radius by segment label and band">')
+    if faith_summary:
+        out.extend(_faithfulness_html(folder, faith_summary))
     settings = setting_columns(runs)
     for _, run in runs.iterrows():
         rid = str(run["run_id"])
@@ -222,6 +292,10 @@ def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, segments_p
         if pngs.get(rid):
             out.append(f'<img src="{e(_href(folder, pngs[rid]))}" '
                        f'alt="plots of run {e(rid)}">')
+        if faith_pngs.get(rid):
+            out.append("<h3>faithfulness: deletion curves (SPEC §9.5)</h3>")
+            out.append(f'<img src="{e(_href(folder, faith_pngs[rid]))}" '
+                       f'alt="deletion curves of run {e(rid)}">')
         audio = _snapshot_audio(folder, rid)
         if audio:
             out.append("<h3>blurred audio at each snapshot (the input's phase)</h3>")

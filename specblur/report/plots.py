@@ -35,12 +35,14 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import SpecblurError
 from ..schema import RUN_COLUMNS
+from ..sweep.results import field_array
 
 __all__ = [
-    "plot_gradient_histograms", "plot_gradient_stats", "plot_loss_parts", "plot_outputs",
-    "plot_radius_field", "plot_radius_histogram", "plot_radius_stats", "plot_run",
-    "plot_segments", "plot_spectrograms", "plot_sweep", "run_label", "setting_columns",
-    "varying_settings",
+    "faithfulness_ratios", "headline_fraction", "plot_faithfulness",
+    "plot_faithfulness_summary", "plot_gradient_histograms", "plot_gradient_stats",
+    "plot_loss_parts", "plot_outputs", "plot_radius_field", "plot_radius_histogram",
+    "plot_radius_stats", "plot_run", "plot_segments", "plot_spectrograms", "plot_sweep",
+    "run_label", "setting_columns", "varying_settings",
 ]
 
 MSE_COLOUR, ENT_COLOUR = "C0", "C1"   # the log's colours: MSE in blue, entropy H in orange
@@ -64,6 +66,9 @@ _DOC_PARTS = {
     "returns_ax": "Returns\n-------\nmatplotlib.axes.Axes",
     "returns_axes": "Returns\n-------\npair of matplotlib.axes.Axes",
 }
+_DOC_PARTS["fig_title_returns"] = (
+    "fig : matplotlib.figure.Figure, optional\n    A new figure (on the Agg canvas) if None.\n"
+    "title : str, optional\n    The figure's title.\n\nReturns\n-------\nmatplotlib.figure.Figure")
 _DOC_PARTS["ax_label_returns"] = "\n".join(
     (_DOC_PARTS["ax"], _DOC_PARTS["label"], "", _DOC_PARTS["returns_ax"]))
 _DOC_PARTS["axes_label_returns"] = "\n".join(
@@ -270,15 +275,6 @@ def _snapshot(fields, epoch):
     return fields[fields["epoch"] == epoch]
 
 
-def _field(snap, column):
-    """A long snapshot table's column as a (K, T) array."""
-    k = snap["k"].to_numpy(dtype=np.int64)
-    t = snap["t"].to_numpy(dtype=np.int64)
-    out = np.full((int(k.max()) + 1, int(t.max()) + 1), np.nan)
-    out[k, t] = snap[column].to_numpy(dtype=np.float64)
-    return out
-
-
 def _extent(K, T, sr, n_fft, hop):
     """imshow extent and axis labels: seconds and hertz when the geometry is known."""
     if sr and hop:
@@ -317,7 +313,7 @@ def plot_radius_field(fields: pd.DataFrame, *, sr: int | None = None, n_fft: int
     """
     ax = _new_axes(ax)
     epoch = int(fields["epoch"].max()) if epoch is None else int(epoch)
-    r = _field(_snapshot(fields, epoch), "r")
+    r = field_array(_snapshot(fields, epoch), "r")
     K, T = r.shape
     extent, xlabel, ylabel = _extent(K, T, sr, n_fft, hop)
     identity = ~(r > 1)                          # NaN counts as "not blurred" too
@@ -576,7 +572,7 @@ def plot_run(history: pd.DataFrame | None, fields: pd.DataFrame, outputs: pd.Dat
         elif not has_fields:
             why = "no snapshot recorded"
         else:
-            r = _field(_snapshot(fields, int(fields["epoch"].max())), "r")
+            r = field_array(_snapshot(fields, int(fields["epoch"].max())), "r")
             if r.shape != np.shape(X):
                 why = f"the radius field {r.shape} does not match the input {np.shape(X)}"
             elif not np.all(np.isfinite(r)):
@@ -733,4 +729,174 @@ def plot_segments(table: pd.DataFrame, fig: Figure | None = None, max_runs: int 
                         loc="best", title="run")
     fig.suptitle(title or "final radius by segment label and band "
                  "(box q25-q75, whiskers q05-q95, dot mean)")
+    return fig
+
+
+# --- faithfulness (SPEC §9.5) ---------------------------------------------------------------
+
+SCORE_COLOURS = {"map": "C0", "anti": "C3", "random": "0.35", "energy": "C2", "gradient": "C1",
+                 "occlusion": "C4"}
+#: The headline ratios of SPEC §9.5, as :func:`specblur.faithfulness_summary` names them.
+RATIOS = ("map/random", "map/gradient", "anti/random")
+
+
+def headline_fraction(table: pd.DataFrame, F: float = 0.5) -> float:
+    """The fraction ``F`` of a faithfulness table closest to ``F`` (``F`` itself when present)."""
+    fractions = np.unique(table["F"].to_numpy(dtype=np.float64))
+    if not fractions.size:
+        raise SpecblurError("the faithfulness table is empty")
+    return float(fractions[np.argmin(np.abs(fractions - F))])
+
+
+def faithfulness_ratios(table: pd.DataFrame, F: float = 0.5) -> pd.DataFrame:
+    """The headline ratios of every run of a faithfulness table, one row per run and ``R``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Faithfulness tables of one or more runs (``specblur.load(...).faithfulness``).
+    F : float
+        The magnitude share of the point ratios; a run without it uses its closest one.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``run_id``, ``R``, ``F`` (the share used), then those of :data:`RATIOS`
+        and ``curve map/random`` that the table's scores allow (see
+        :func:`specblur.faithfulness.faithfulness_summary`), in the table's run order.
+    """
+    from ..faithfulness import faithfulness_summary
+
+    parts = []
+    for rid, sub in table.groupby(table["run_id"].astype(str), sort=False):
+        used = headline_fraction(sub, F)
+        summary = faithfulness_summary(sub, F=used).reset_index()
+        summary.insert(0, "run_id", rid)
+        summary.insert(2, "F", used)
+        parts.append(summary)
+    if not parts:
+        return pd.DataFrame({c: [] for c in ("run_id", "R", "F", *RATIOS)})
+    out = pd.concat(parts, ignore_index=True)
+    keep = [c for c in ("run_id", "R", "F", *RATIOS, "curve map/random") if c in out]
+    return out[keep]
+
+
+def _log_if_wide(ax, values):
+    """A log y axis when the positive finite values span more than a decade."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() > 10 * values.min():
+        ax.set_yscale("log", nonpositive="mask")
+        return float(values.min())
+    return None
+
+
+@_shared_doc
+def plot_faithfulness(table: pd.DataFrame, run: Mapping | str | None = None,
+                      fig: Figure | None = None, title: str | None = None) -> Figure:
+    """Deletion curves of one run: ``d`` against ``F``, one line per score, one panel per ``R``.
+
+    The random baseline is drawn as its mean with a band of ± one standard deviation over
+    the draws. A faithful map's curve lies below random's and gradient's, and ``anti``
+    lies above. The y axis is logarithmic when the distances span more than a decade.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A faithfulness table (:func:`specblur.faithfulness`, or a sweep's
+        ``faithfulness`` table, whose rows of other runs are dropped).
+    run : str or mapping, optional
+        The run: its id, or its row of the runs table. Needed when ``table`` holds more
+        than one run.
+    %(fig_title_returns)s
+    """
+    from ..faithfulness import SCORES
+
+    run_id = run if isinstance(run, str) or run is None else str(run["run_id"])
+    table = _only_run(table, run_id)
+    if "run_id" in table and table["run_id"].nunique() > 1:
+        raise SpecblurError("the table holds several runs; pass run= to choose one")
+    if not len(table):
+        raise SpecblurError(f"no faithfulness rows for run {run_id}")
+    radii = sorted(table["R"].unique())
+    with matplotlib.rc_context(RC):
+        if fig is None:
+            fig = Figure(figsize=(6 * len(radii), 4.5), layout="constrained")
+            FigureCanvasAgg(fig)
+        axes = np.atleast_1d(fig.subplots(1, len(radii)))
+        for ax, R in zip(axes, radii):
+            sub = table[table["R"] == R]
+            floor = _log_if_wide(ax, sub["d"])
+            for score in [s for s in SCORES if s in set(sub["score"])]:
+                s = sub[sub["score"] == score].sort_values("F")
+                colour = SCORE_COLOURS.get(score, "k")
+                ax.plot(s["F"], s["d"], marker="o", ms=3, color=colour, label=score,
+                        lw=2.2 if score == "map" else 1.3)
+                if score == "random" and np.isfinite(s["d_std"]).any():
+                    lo = s["d"] - s["d_std"]
+                    ax.fill_between(s["F"], lo.clip(lower=floor / 10) if floor else lo,
+                                    s["d"] + s["d_std"], color=colour, alpha=0.2,
+                                    label="random ± std")
+            ax.set_xlabel("F: share of the total magnitude blurred")
+            ax.set_ylabel("d = D(Y): output distance")
+            ax.set_title(f"deletion curves at test radius R = {R:g}")
+            ax.grid(alpha=0.3)
+        axes[0].legend(loc="best")
+        rid = run_id or (str(table["run_id"].iloc[0]) if "run_id" in table else "")
+        fig.suptitle(title or f"faithfulness (SPEC §9.5) of run {rid}: bins blurred in each "
+                     "score's order; lower d = the model noticed less")
+    return fig
+
+
+@_shared_doc
+def plot_faithfulness_summary(table: pd.DataFrame, F: float = 0.5, fig: Figure | None = None,
+                              max_runs: int = 24, title: str | None = None) -> Figure:
+    """The headline ratios at ``F`` of every run: one panel per ``R``, one group of bars per run.
+
+    Bars: ``map/random`` and ``map/gradient`` (a faithful map is well below 1) and
+    ``anti/random`` (above 1), drawn from 1 on a log axis, with a dashed line at 1.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Faithfulness tables of one or more runs.
+    F : float
+        The magnitude share (each run uses its closest fraction, see
+        :func:`faithfulness_ratios`).
+    max_runs : int
+        At most this many runs, the first ones.
+    %(fig_title_returns)s
+    """
+    ratios = faithfulness_ratios(table, F)
+    runs = list(dict.fromkeys(ratios["run_id"]))[:max_runs]
+    ratios = ratios[ratios["run_id"].isin(runs)]
+    radii = sorted(ratios["R"].unique())
+    present = [c for c in RATIOS if c in ratios]
+    with matplotlib.rc_context(RC):
+        if fig is None:
+            fig = Figure(figsize=(max(6.0, 0.6 * len(runs) + 3) * len(radii), 4.5),
+                         layout="constrained")
+            FigureCanvasAgg(fig)
+        axes = np.atleast_1d(fig.subplots(1, max(len(radii), 1)))
+        width = 0.8 / max(len(present), 1)
+        for ax, R in zip(axes, radii):
+            sub = ratios[ratios["R"] == R].set_index("run_id").reindex(runs)
+            for j, col in enumerate(present):  # bars grow from 1: below 1 they hang down
+                ax.bar(np.arange(len(runs)) - 0.4 + width * (j + 0.5), sub[col] - 1.0, width,
+                       bottom=1.0, color=f"C{j}", label=col)
+            values = sub[present].to_numpy(dtype=np.float64)
+            values = values[np.isfinite(values)]
+            if values.size and np.all(values > 0):
+                ax.set_yscale("log")
+            ax.axhline(1.0, color="k", ls="--", lw=1)
+            ax.set_xticks(range(len(runs)))
+            ax.set_xticklabels(runs, rotation=45, ha="right", fontsize=8)
+            ax.set_xlabel("run")
+            ax.set_ylabel(f"ratio of d at F = {fmt(float(sub['F'].iloc[0]))}" if len(sub)
+                          else "ratio of d")
+            ax.set_title(f"headline ratios at test radius R = {R:g}")
+            ax.grid(alpha=0.3, axis="y")
+        axes[0].legend(loc="best")
+        fig.suptitle(title or "faithfulness across runs: map/random and map/gradient below 1, "
+                     "anti/random above 1 mean a faithful map")
     return fig

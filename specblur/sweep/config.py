@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -23,11 +23,13 @@ from ..errors import SpecblurError
 from ..models import check_model_input
 from ..schema import HOP, N_FFT, SR
 from ..settings import ID_NEUTRAL, SETTINGS, Settings, check_m_init, resolve, resolved_r_max
+from .evaluate import check_config as check_evaluate
 from .segments import check_config as check_segments
 
 __all__ = ["INPUT_KEYS", "Run", "Sweep", "TOP_KEYS", "load_sweep", "make_run_id"]
 
-TOP_KEYS = ("name", "input", "base", "runs", "grid", "seeds")
+TOP_KEYS = ("name", "input", "base", "runs", "grid", "seeds",
+            "evaluate")  # see specblur.sweep.evaluate.check_config
 INPUT_KEYS = {"audio": None, "spectrogram": None, "sr": SR, "n_fft": N_FFT, "hop": HOP,
               "normalize_dbfs": None,
               "segments": None}  # see specblur.sweep.segments.check_config
@@ -70,6 +72,9 @@ class Sweep:
         In expansion order, without duplicates.
     raw : dict
         The file's contents as read.
+    evaluate : dict
+        What to evaluate after the runs: ``{}`` or ``{"faithfulness": options}``. Not part
+        of the run ids.
     """
 
     name: str
@@ -78,6 +83,7 @@ class Sweep:
     input_sha256: str
     runs: list
     raw: dict
+    evaluate: dict = field(default_factory=dict)
 
     def resolved(self) -> dict:
         """The sweep as resolved, for ``sweep.yaml`` in the results folder."""
@@ -86,6 +92,7 @@ class Sweep:
             "source": str(self.path),
             "input": {**self.input, "sha256": self.input_sha256},
             "runs": [{"run_id": run.run_id, **run.settings.as_dict()} for run in self.runs],
+            **({"evaluate": self.evaluate} if self.evaluate else {}),
         }
 
 
@@ -106,7 +113,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     SpecblurError
         For a missing or malformed file (with its line number), unknown keys (with the
         closest valid one), wrong types, empty axes, a key set by both a runs entry and
-        the grid, and a missing or unreadable input file.
+        the grid, a missing or unreadable input file, and a bad ``evaluate`` section.
     """
     path = Path(path)
     where = str(path)
@@ -140,6 +147,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
                for i, e in enumerate(entries)]
     grid = _check_grid(raw.get("grid"), where)
     seeds = _check_seeds(raw.get("seeds", [0]), where)
+    evaluate = check_evaluate(raw.get("evaluate"), where)  # not part of the run ids
 
     runs, seen = [], set()
     for i, entry in enumerate(entries):
@@ -161,7 +169,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
                     seen.add(run_id)
                     runs.append(Run(run_id, settings))
     return Sweep(name=name, path=path.resolve(), input=inp, input_sha256=digest, runs=runs,
-                 raw=raw)
+                 raw=raw, evaluate=evaluate)
 
 
 def _origin(where, raw, i, point):

@@ -1,8 +1,8 @@
 """The results folder of a sweep (SPEC §8): atomic writes, readers and ``specblur.load``.
 
 Layout of ``<out>/<name>/``: ``sweep.yaml``, ``runs.parquet``, ``history/``, ``fields/``,
-``outputs/`` (one Parquet file per run, each with a string ``run_id`` column) and
-``audio/``. Every file is written to a hidden temporary file in its folder and renamed,
+``outputs/`` (one Parquet file per run, each with a string ``run_id`` column), the optional
+``segments/`` and ``faithfulness/`` (written by the sweep hooks) and ``audio/``. Every file is written to a hidden temporary file in its folder and renamed,
 so a reader never sees half a file; Parquet readers skip names that start with ``.``.
 """
 from __future__ import annotations
@@ -21,17 +21,26 @@ import yaml
 
 from .._io import atomic_write, file_sha256
 from ..errors import SpecblurError
-from ..schema import FIELD_NAMES, FIELD_TYPES, OUTPUT_TYPES, SEGMENT_COLUMNS, TABLES
+from ..schema import (FAITHFULNESS_TYPES, FIELD_NAMES, FIELD_TYPES, OUTPUT_TYPES,
+                      SEGMENT_COLUMNS, TABLES)
 
-__all__ = ["Results", "fields_frame", "flatten_settings", "input_magnitude", "load", "outputs_frame",
-           "load_segments", "ordered_runs", "read_fields", "read_geometry", "read_runs", "read_sweep",
-           "read_table_folder",
-           "write_table", "write_yaml"]
+__all__ = ["Results", "faithfulness_frame", "field_array", "fields_frame", "flatten_settings",
+           "input_magnitude", "load", "load_faithfulness", "load_segments", "outputs_frame",
+           "ordered_runs", "read_fields", "read_geometry", "read_runs", "read_sweep",
+           "read_table_folder", "write_table", "write_yaml"]
 
 
-def write_table(path: str | os.PathLike, df: pd.DataFrame) -> Path:
-    """Write a DataFrame as Parquet (zstd), atomically."""
+def write_table(path: str | os.PathLike, df: pd.DataFrame,
+                metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a DataFrame as Parquet (zstd), atomically.
+
+    ``metadata`` adds key-value pairs to the file's schema metadata (read them back with
+    ``pyarrow.parquet.read_schema(path).metadata``).
+    """
     table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
@@ -130,6 +139,13 @@ def load_segments(folder: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def load_faithfulness(folder: str | os.PathLike) -> pd.DataFrame:
+    """All ``faithfulness/*.parquet`` tables of a results folder, with the columns and dtypes
+    of :data:`~specblur.schema.FAITHFULNESS_TYPES` (empty if there are none)."""
+    files = sorted((Path(folder) / "faithfulness").glob("[!.]*.parquet"))
+    return _typed([pd.read_parquet(f) for f in files], FAITHFULNESS_TYPES)
+
+
 def read_runs(folder: str | os.PathLike) -> pd.DataFrame:
     """The ``runs.parquet`` table of a results folder, or an empty one."""
     path = Path(folder) / "runs.parquet"
@@ -165,6 +181,9 @@ class Results:
     segments : pandas.DataFrame
         Radius statistics by segment label and band; empty unless the sweep set
         ``input.segments``.
+    faithfulness : pandas.DataFrame
+        The deletion test of every evaluated run (see :func:`load_faithfulness`); empty,
+        with its typed columns, unless the sweep set ``evaluate: faithfulness``.
     path : pathlib.Path
     """
 
@@ -174,6 +193,7 @@ class Results:
     fields: pd.DataFrame
     outputs: pd.DataFrame
     segments: pd.DataFrame
+    faithfulness: pd.DataFrame
 
 
 def read_fields(folder: str | os.PathLike, run_id: str, epochs: str | Sequence[int] = "ends",
@@ -267,6 +287,8 @@ def load(folder: str | os.PathLike, tables: Sequence[str] = TABLES) -> Results:
         raise SpecblurError(f"{folder} is not a specblur results folder (no runs.parquet)")
     parts = {name: read_table_folder(folder, name) if name in tables
              else pd.DataFrame({"run_id": pd.Series(dtype=str)}) for name in TABLES}
+    if "faithfulness" in tables:
+        parts["faithfulness"] = load_faithfulness(folder)
     runs = read_runs(folder)
     runs["run_id"] = runs["run_id"].astype(str)
     return Results(path=folder, runs=runs, **parts)
@@ -290,6 +312,47 @@ def fields_frame(run_id: str, snapshots: dict) -> pd.DataFrame:
         frames.append(pd.DataFrame({"run_id": run_id, "epoch": epoch, "k": k, "t": t,
                                     **{c: snap[c].ravel() for c in FIELD_NAMES}}))
     return _typed(frames, FIELD_TYPES)
+
+
+def faithfulness_frame(run_id: str, epoch: int, table: pd.DataFrame,
+                       options_digest: str) -> pd.DataFrame:
+    """A :func:`specblur.faithfulness` table as a run's ``faithfulness`` table.
+
+    Adds ``run_id`` (first), the evaluated snapshot's ``epoch`` and ``options_digest``, and
+    casts every column to :data:`~specblur.schema.FAITHFULNESS_TYPES`.
+    """
+    return _typed([table.assign(run_id=run_id, epoch=epoch, options_digest=options_digest)],
+                  FAITHFULNESS_TYPES)
+
+
+def field_array(snapshot: pd.DataFrame, column: str = "r",
+                shape: tuple[int, int] | None = None) -> np.ndarray:
+    """One snapshot's column of a long fields table as a ``(K, T)`` array.
+
+    Parameters
+    ----------
+    snapshot : pandas.DataFrame
+        Rows of one snapshot with ``k``, ``t`` and ``column``.
+    column : str
+        The field (``r``, ``m``, ``g_mse``, ``g_ent``).
+    shape : (int, int), optional
+        ``(K, T)``; by default one more than the largest ``k`` and ``t``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64; bins without a row are NaN.
+    """
+    k = snapshot["k"].to_numpy(dtype=np.int64)
+    t = snapshot["t"].to_numpy(dtype=np.int64)
+    if shape is None:
+        shape = (int(k.max()) + 1, int(t.max()) + 1)
+    elif k.size and (k.max() >= shape[0] or t.max() >= shape[1]):
+        raise SpecblurError(f"the fields reach bin {k.max()} and frame {t.max()}, beyond the "
+                            f"shape {tuple(shape)}")
+    out = np.full(shape, np.nan)
+    out[k, t] = snapshot[column].to_numpy(dtype=np.float64)
+    return out
 
 
 def outputs_frame(run_id: str, snapshots: dict) -> pd.DataFrame:

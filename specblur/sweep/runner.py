@@ -19,6 +19,7 @@ from ..schema import FINISHED, METRICS
 from ..settings import Settings
 from . import results
 from .config import Sweep
+from .evaluate import write_sweep_faithfulness
 from .segments import write_sweep_segments
 
 __all__ = ["Task", "execute_run", "plan", "run_sweep"]
@@ -96,9 +97,10 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
     bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not interactive)
     if not interactive:
         print(f"{sweep.name}: {len(sweep.runs)} runs, {len(tasks)} to run", flush=True)
-    done = 0
+    done, ran = 0, []
     for row in _execute(tasks, jobs, scheduler, interactive):
         _record(folder, row)
+        ran.append(row["run_id"])
         done += 1
         bar.update()
         if not interactive:
@@ -107,12 +109,21 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
                   flush=True)
     bar.close()
     if sweep.input.get("segments"):  # per-segment radius statistics of every finished run
-        finished = results.read_runs(folder)
-        finished = finished[finished["status"].isin(FINISHED)]["run_id"].astype(str)
-        ids = {run.run_id for run in sweep.runs}
         write_sweep_segments(folder, sweep.input["segments"], spec,
-                             [rid for rid in finished if rid in ids])
+                             [run.run_id for run in _finished(folder, sweep, FINISHED)])
+    if sweep.evaluate.get("faithfulness"):  # SPEC §9.5, in this process after the runs
+        # only `done` runs: a diverged run's last radius field is not finite or meaningful
+        write_sweep_faithfulness(folder, sweep.evaluate["faithfulness"], spec,
+                                 _finished(folder, sweep, ("done",)), device=device,
+                                 fresh=ran, interactive=interactive)
     return results.read_runs(folder)
+
+
+def _finished(folder, sweep, statuses):
+    """The sweep's runs whose status in ``runs.parquet`` is one of ``statuses``."""
+    runs = results.read_runs(folder)
+    ids = set(runs[runs["status"].isin(statuses)]["run_id"].astype(str))
+    return [run for run in sweep.runs if run.run_id in ids]
 
 
 def _record(folder, row):
