@@ -7,7 +7,7 @@
         [--n-random 8] [--batch 16] [--occlusion]
 
 Loads ``data/arctic_a0007.wav`` (and any files given) at sr 16000, n_fft 400, hop 160,
-fits with ``specblur.fit``, evaluates ``specblur.faithfulness.faithfulness`` on the map,
+fits with ``specblur.fit``, evaluates ``specblur.faithfulness`` on the map,
 and prints the distances and the headline ratios at ``F = 0.5`` (and the deletion-curve
 means normalised by random's), with the fit and evaluation wall times. ``--set`` passes
 any other fit setting (e.g. ``--set r_max=800`` where fit supports it).
@@ -21,7 +21,7 @@ import pandas as pd
 
 import specblur
 from specblur.audio import Spectrogram
-from specblur.faithfulness import faithfulness, faithfulness_summary
+from specblur.deletion import faithfulness, faithfulness_summary
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "arctic_a0007.wav"
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 import specblur
 from specblur.audio import load_input
-from specblur.faithfulness import faithfulness, faithfulness_summary
+from specblur.deletion import faithfulness, faithfulness_summary
 from specblur.segmentation import segment_stats
 from specblur.sweep.config import load_sweep
 

@@ -5,7 +5,7 @@ for Numba, pandas or SciPy until they are needed.
 
 The pipeline, module by module: ``kernels`` (the blur and its gradients, CPU and CUDA),
 ``blur_api`` (checked public kernels), ``audio`` (STFT in and out), ``settings``,
-``models``, ``objective`` and ``fitting`` (learning), ``faithfulness`` (the deletion test
+``models``, ``objective`` and ``fitting`` (learning), ``deletion`` (the deletion test
 of a map against baselines), ``segmentation`` (labels of the input), ``sweep`` (YAML
 grids, runner, results folder) and ``report`` (plots and HTML page).
 """
@@ -29,11 +29,11 @@ _EXPORTS = {
     "load": "sweep.results",
     "Results": "sweep.results",
     "segments": "segmentation",
-    "faithfulness": "faithfulness",
-    "faithfulness_summary": "faithfulness",
+    "faithfulness": "deletion",
+    "faithfulness_summary": "deletion",
 }
 _SUBMODULES = ("audio", "blur_api", "fitting", "kernels", "models", "objective", "report", "schema",
-               "segmentation", "settings", "speaker", "sweep")  # faithfulness: a function
+               "deletion", "segmentation", "settings", "speaker", "sweep")
 
 __all__ = ["SpecblurError", *_EXPORTS]
 

@@ -13,9 +13,8 @@ import soundfile as sf
 import yaml
 
 import specblur
-from specblur import SpecblurError
 from specblur.cli import sweep_main
-from specblur.faithfulness import faithfulness
+from specblur.deletion import faithfulness
 from specblur.models import make_model
 from specblur.schema import FAITHFULNESS_TYPES
 from specblur.sweep import evaluate
@@ -152,7 +151,7 @@ def test_sweep_writes_one_table_per_done_run_and_recomputes_only_when_needed(
     def broken(*args, **kwargs):
         raise RuntimeError("the model broke")
 
-    monkeypatch.setattr(sys.modules["specblur.faithfulness"], "faithfulness", broken)
+    monkeypatch.setattr(sys.modules["specblur.deletion"], "faithfulness", broken)
     path = write_sweep(tmp_path, f"{{faithfulness: {SMALL}}}")
     runs_after = run_sweep(load_sweep(path), out=out)
     assert sorted(runs_after.status) == ["diverged", "done"]
@@ -164,7 +163,7 @@ def test_sweep_writes_one_table_per_done_run_and_recomputes_only_when_needed(
 
 
 def test_importing_the_sweep_and_report_keeps_the_function_name():
-    code = ("import specblur, specblur.sweep.runner, specblur.report; "
+    code = ("import specblur, specblur.sweep.runner, specblur.report, specblur.deletion; "
             "print(callable(specblur.faithfulness))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"

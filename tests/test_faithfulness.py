@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 import specblur
 from specblur.audio import Spectrogram
 from specblur.errors import SpecblurError
-from specblur.faithfulness import (COLUMNS, _gradient_scores, _Phi, faithfulness,
+from specblur.deletion import (COLUMNS, _gradient_scores, _Phi, faithfulness,
                                    faithfulness_summary, select_bins)
 from specblur.models import make_model
 

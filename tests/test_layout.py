@@ -76,9 +76,11 @@ def test_import_specblur_loads_nothing_heavy():
 
 
 def test_lazy_names_resolve_to_functions():
-    import specblur.fitting  # noqa: F401 - a submodule import must not shadow specblur.fit
+    import specblur.deletion  # noqa: F401 - a submodule import must not shadow a function
+    import specblur.fitting  # noqa: F401
     import specblur.segmentation  # noqa: F401
 
     assert callable(specblur.fit) and specblur.fit.__module__ == "specblur.fitting"
     assert callable(specblur.segments)
     assert specblur.load.__module__ == "specblur.sweep.results"
+    assert callable(specblur.faithfulness) and callable(specblur.faithfulness_summary)

@@ -763,9 +763,9 @@ def faithfulness_ratios(table: pd.DataFrame, F: float = 0.5) -> pd.DataFrame:
     pandas.DataFrame
         Columns ``run_id``, ``R``, ``F`` (the share used), then those of :data:`RATIOS`
         and ``curve map/random`` that the table's scores allow (see
-        :func:`specblur.faithfulness.faithfulness_summary`), in the table's run order.
+        :func:`specblur.faithfulness_summary`), in the table's run order.
     """
-    from ..faithfulness import faithfulness_summary
+    from ..deletion import faithfulness_summary
 
     parts = []
     for rid, sub in table.groupby(table["run_id"].astype(str), sort=False):
@@ -810,7 +810,7 @@ def plot_faithfulness(table: pd.DataFrame, run: Mapping | str | None = None,
         than one run.
     %(fig_title_returns)s
     """
-    from ..faithfulness import SCORES
+    from ..deletion import SCORES
 
     run_id = run if isinstance(run, str) or run is None else str(run["run_id"])
     table = _only_run(table, run_id)

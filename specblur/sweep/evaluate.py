@@ -1,9 +1,7 @@
 """Evaluation in sweeps: check the ``evaluate:`` section and write each run's faithfulness table.
 
-The domain (the energy-matched deletion test, SPEC §9.5) is :mod:`specblur.faithfulness`.
-It is imported inside the functions: importing that submodule rebinds the package's name
-``specblur.faithfulness`` from the function to the module, so loading a sweep that does
-not evaluate anything should not do it.
+The domain (the energy-matched deletion test, SPEC §9.5) is :mod:`specblur.deletion`,
+imported inside the functions so that a sweep that evaluates nothing does not load it.
 """
 from __future__ import annotations
 
@@ -36,7 +34,7 @@ def check_config(value: object, where: str) -> dict:
 
     Accepted forms: ``faithfulness`` (every option at its default); a mapping
     ``{faithfulness: true}``, ``{faithfulness: false}`` (off) or ``{faithfulness:
-    {option: value, ...}}`` with options from :data:`specblur.faithfulness.OPTIONS`.
+    {option: value, ...}}`` with options from :data:`specblur.deletion.OPTIONS`.
 
     Parameters
     ----------
@@ -49,7 +47,7 @@ def check_config(value: object, where: str) -> dict:
     -------
     dict
         ``{}``, or ``{"faithfulness": options}`` with every option resolved by
-        :func:`specblur.faithfulness.check_options`.
+        :func:`specblur.deletion.check_options`.
 
     Raises
     ------
@@ -76,7 +74,7 @@ def check_config(value: object, where: str) -> dict:
     if "device" in options:
         raise SpecblurError(f"{where}: evaluate.faithfulness.device: the device comes from "
                             "the command line (--device)")
-    from ..faithfulness import check_options
+    from ..deletion import check_options
 
     return {"faithfulness": check_options(options, where=f"{where}: evaluate.faithfulness")}
 
@@ -108,7 +106,7 @@ def _final_radius(folder: Path, run_id: str, shape: tuple[int, int]):
 
 
 def _evaluate_run(folder, run, options, digest, spec, device):
-    from ..faithfulness import faithfulness
+    from ..deletion import faithfulness
     from ..models import make_model
 
     epoch, r = _final_radius(folder, run.run_id, spec.mag.shape)

@@ -94,7 +94,7 @@ def select_bins(X: Any, scores: Any, F: float | Sequence[float]) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from specblur.faithfulness import select_bins
+    >>> from specblur.deletion import select_bins
     >>> X = np.array([[1.0, 1.0], [2.0, 4.0]])
     >>> select_bins(X, -X, 0.25)          # quietest first: 1 + 1 >= 0.25 * 8
     array([[ True,  True],
@@ -230,7 +230,7 @@ def check_options(options: Mapping[str, Any] | None = None, where: str = "") -> 
 
     Examples
     --------
-    >>> from specblur.faithfulness import check_options
+    >>> from specblur.deletion import check_options
     >>> opts = check_options({"radii": [16], "baselines": ["random", "anti"]})
     >>> opts["radii"], opts["baselines"], opts["mode"]
     ([16.0], ['anti', 'random'], 'conserve')
@@ -519,7 +519,7 @@ def faithfulness(X: Any, r: Any, *, model: Any = None, sr: int = SR,
     Examples
     --------
     >>> import numpy as np
-    >>> from specblur.faithfulness import faithfulness, faithfulness_summary
+    >>> from specblur.deletion import faithfulness, faithfulness_summary
     >>> rng = np.random.default_rng(0)
     >>> X = rng.random((32, 10))
     >>> class Band:                       # the model only sees rows 12..19
@@ -650,7 +650,7 @@ def faithfulness_summary(df: pd.DataFrame, F: float = 0.5,
     Examples
     --------
     >>> import pandas as pd
-    >>> from specblur.faithfulness import faithfulness_summary
+    >>> from specblur.deletion import faithfulness_summary
     >>> df = pd.DataFrame({"score": ["map", "random", "map", "random"], "R": 16.0,
     ...                    "F": [0.5, 0.5, 0.7, 0.7], "d": [1.0, 4.0, 3.0, 6.0]})
     >>> faithfulness_summary(df).round(3).to_dict("records")
