@@ -61,23 +61,26 @@ def sweep_main(argv: list[str] | None = None) -> int:
     return 1 if (runs[runs["run_id"].isin([r.run_id for r in sweep.runs])]["status"] == "failed").any() else 0
 
 
-def _varying(sweep):
-    """Flattened setting names whose values differ between the sweep's runs."""
+def _flat(run):
+    """A run's input name and flattened settings, as the runs table's columns."""
     from .sweep.results import flatten_settings
 
-    flat = [flatten_settings(run.settings) for run in sweep.runs]
+    return {"input": run.input.name if run.input else "", **flatten_settings(run.settings)}
+
+
+def _varying(sweep):
+    """Input and flattened setting names whose values differ between the sweep's runs."""
+    flat = [_flat(run) for run in sweep.runs]
     keys = sorted({k for f in flat for k in f})
     return [k for k in keys if len({str(f.get(k)) for f in flat}) > 1]
 
 
 def _print_plan(sweep, status, todo):
-    from .sweep.results import flatten_settings
-
     keys = _varying(sweep)
     print(f"{sweep.name}: {len(sweep.runs)} runs, {len(todo)} to run")
     for run in sweep.runs:
         state = "pending" if run.run_id in todo else status.get(run.run_id, "pending")
-        flat = flatten_settings(run.settings)
+        flat = _flat(run)
         print(f"  {run.run_id}  {state:8}  " + "  ".join(f"{k}={flat[k]}" for k in keys if k in flat))
 
 

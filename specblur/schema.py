@@ -39,7 +39,10 @@ SEGMENT_TYPES = {"run_id": str, "epoch": np.int32, "label": str, "band": str, "f
                  "q95": float}
 SEGMENT_COLUMNS = list(SEGMENT_TYPES)
 
-# --- the runs table (SPEC §8): run_id, every setting, then these -------------------------
+# --- the runs table (SPEC §8): run_id, input, every setting, then these ------------------
+#: Column of ``runs.parquet`` after ``run_id``: the run's input file as the sweep file wrote
+#: it after expansion, relative to the sweep file (a string). Older tables lack it.
+INPUT_COLUMN = "input"
 RUN_STATUS = ("done", "failed", "diverged")
 FINISHED = ("done", "diverged")
 #: Columns of ``runs.parquet`` that are not settings, in the order they are written.

@@ -230,7 +230,7 @@ def test_reading_a_whole_table_folder_at_once(tiny):
 
 def test_audio_files(tiny):
     folder = tiny["folder"]
-    original = sf.info(str(folder / "audio" / "original.wav"))
+    original = sf.info(str(folder / "audio" / "a" / "original.wav"))
     assert original.samplerate == SR and original.channels == 1
     assert original.frames == int(0.3 * SR)
     for run_id in tiny["ids"]:
@@ -741,7 +741,7 @@ def test_changed_input_file_is_reread_in_the_same_process(fast, capsys):
     rc, stdout, _ = sweep(capsys, path, "--out", out)
     assert rc == 0 and "1 to run" in stdout
     folder = out / "tiny"
-    original = sf.info(str(folder / "audio" / "original.wav")).frames
+    original = sf.info(str(folder / "audio" / "a" / "original.wav")).frames
     assert original == int(0.5 * SR)
     assert sf.info(str(folder / "audio" / new_id / "epoch_4.wav")).frames == original
 

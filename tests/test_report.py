@@ -175,8 +175,8 @@ def test_images_and_audio_players(results):
     wavs = snapshot_wavs(folder)
     assert len(wavs) == 3 * 2                          # epochs 3 and 6 of three runs
     assert len(audio) == 1 + len(wavs)
-    assert "audio/original.wav" in audio
-    assert sorted(a for a in audio if a != "audio/original.wav") == sorted(
+    assert "audio/a/original.wav" in audio
+    assert sorted(a for a in audio if a != "audio/a/original.wav") == sorted(
         p.relative_to(folder).as_posix() for p in wavs)
     assert all("controls" in a for a in parsed.attrs("audio"))
 
@@ -230,7 +230,7 @@ def test_spectrogram_input_and_no_input(tmp_path):
 
 
 def test_input_magnitude_from_original_wav(tmp_path, results):
-    """Without the input file, X is the STFT of audio/original.wav (the input as analysed)."""
+    """Without the input file, X is the STFT of audio/a/original.wav (the input as analysed)."""
     folder, _ = results
     exact = input_magnitude(folder)
     copy = tmp_path / "copy"

@@ -8,10 +8,11 @@ from .plots import (faithfulness_ratios, plot_faithfulness, plot_faithfulness_su
                     plot_gradient_histograms, plot_gradient_stats, plot_loss_parts, plot_outputs,
                     plot_radius_field, plot_radius_histogram, plot_radius_stats, plot_run,
                     plot_segments, plot_spectrograms, plot_sweep, run_label)
+from .pooled import plot_pooled_segments, pooled_faithfulness, pooled_segments
 
 __all__ = [
     "faithfulness_ratios", "plot_faithfulness", "plot_faithfulness_summary",
     "plot_gradient_histograms", "plot_gradient_stats", "plot_loss_parts", "plot_outputs",
-    "plot_radius_field", "plot_radius_histogram", "plot_radius_stats", "plot_run",
+    "plot_pooled_segments", "pooled_faithfulness", "pooled_segments", "plot_radius_field", "plot_radius_histogram", "plot_radius_stats", "plot_run",
     "plot_segments", "plot_spectrograms", "plot_sweep", "run_label", "write_report",
 ]

@@ -2,9 +2,11 @@
 
 :func:`write_report` draws one PNG per run and one for the sweep under ``DIR/report/`` and
 writes ``DIR/report.html``, a static page with relative links only, which holds a table of
-the runs, their plots and ``<audio>`` players for the original and for every snapshot. When
-the sweep evaluated its runs (``evaluate: faithfulness``), a section compares the runs'
-faithfulness and every run gets its deletion curves.
+the runs, their plots and ``<audio>`` players for every input as analysed and for every
+snapshot. When the sweep evaluated its runs (``evaluate: faithfulness``), a section compares
+the runs' faithfulness and every run gets its deletion curves. A sweep over several inputs
+also gets a section that pools the segment and faithfulness statistics over the inputs
+(:mod:`.pooled`).
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ import pandas as pd
 
 from .._io import atomic_write
 from ..errors import SpecblurError
+from ..schema import INPUT_COLUMN
 from ..sweep.results import (input_magnitude, load_faithfulness, load_segments, ordered_runs,
-                             read_fields, read_geometry, read_runs, read_sweep)
+                             original_audio, read_fields, read_geometry, read_runs, read_sweep)
 from .plots import (ALWAYS_SHOWN, RC, faithfulness_ratios, fmt, is_missing, plot_faithfulness,
                     plot_faithfulness_summary, plot_run, plot_segments, plot_sweep, run_label,
                     setting_columns, varying_settings)
+from .pooled import has_corpus, plot_pooled_segments, pooled_faithfulness, pooled_segments
 
 __all__ = ["DPI", "write_report"]
 
@@ -119,9 +123,14 @@ def write_report(folder: str | os.PathLike, *, jobs: int | None = 1, dpi: int = 
     except (OSError, ValueError) as exc:
         raise SpecblurError(f"cannot read {folder / 'runs.parquet'}: {exc}") from exc
     geo = read_geometry(folder)
-    X = input_magnitude(folder)
     keys = varying_settings(runs)
-    jobs_list = [(str(folder), run.to_dict(), geo, X, dpi, keys) for _, run in runs.iterrows()]
+    X = {}  # each input's magnitudes once; runs without an input column use the first input
+    for name in (runs[INPUT_COLUMN] if INPUT_COLUMN in runs else pd.Series([None])):
+        name = name if isinstance(name, str) else None
+        if name not in X:
+            X[name] = input_magnitude(folder, name)
+    jobs_list = [(str(folder), run.to_dict(), geo, X[_input_of(run)], dpi, keys)
+                 for _, run in runs.iterrows()]
     if jobs is None:
         jobs = min(4, os.cpu_count() or 1) if len(jobs_list) >= 4 else 1
     if jobs > 1 and len(jobs_list) > 1:
@@ -145,9 +154,96 @@ def write_report(folder: str | os.PathLike, *, jobs: int | None = 1, dpi: int = 
     seg_png = _save(plot_segments(seg), folder / "report" / "segments.png", dpi) \
         if len(seg) else None
     faith = _faithfulness_summary(folder, runs, dpi)
+    pooled = _pooled(folder, runs, seg, dpi) if has_corpus(runs) else None
     page = _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, seg_png,
-                 (faith, faith_pngs))
+                 (faith, faith_pngs), pooled)
     return atomic_write(folder / "report.html", lambda tmp: Path(tmp).write_text(page, "utf-8"))
+
+
+def _input_of(run):
+    """The run's input name, or None for a runs table without the ``input`` column."""
+    name = run.get(INPUT_COLUMN)
+    return name if isinstance(name, str) else None
+
+
+def _pooled(folder, runs, seg, dpi):
+    """``(pooled faithfulness table, pooled segments table, its png)``, parts None if absent."""
+    try:
+        table = load_faithfulness(folder)
+        faith = pooled_faithfulness(table, runs) if len(table) else None
+        seg_table = pooled_segments(seg, runs) if len(seg) else None
+        png = _save(plot_pooled_segments(seg_table), folder / "report" / "pooled-segments.png",
+                    dpi) if seg_table is not None and len(seg_table) else None
+    except Exception as exc:  # noqa: BLE001 - the rest of the report is still written
+        print(f"specblur-report: warning: cannot pool the runs over inputs: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    return faith, seg_table, png
+
+
+def _pooled_html(folder, runs, pooled):
+    """The section "Pooled over inputs": the settings points' medians and IQRs."""
+    e = html.escape
+    faith, seg, png = pooled
+    n = runs[INPUT_COLUMN].dropna().nunique()
+    out = ['<h2 id="pooled">Pooled over inputs</h2>',
+           f"<p>{n} input files. The runs that differ only in their input form one settings "
+           "point; each value is the median over the point's inputs, with the interquartile "
+           "range (q25-q75) over inputs. The sections below still show every run.</p>"]
+    for title, table, first in (
+            ("Faithfulness per settings point (ratios at F = 0.5, median over inputs)", faith,
+             ("point", "settings", "R", "n_inputs")),
+            ("Final radius per settings point, label and band (each run's median r; median "
+             "over inputs)", seg, ("point", "settings", "label", "band", "n_inputs"))):
+        if table is None or not len(table):
+            continue
+        out.append(f"<h3>{e(title)}</h3>")
+        if table is seg and png:
+            out.append(f'<img src="{e(_href(folder, png))}" alt="pooled final radius by label">')
+        values = [c.removesuffix(" median") for c in table.columns if c.endswith(" median")]
+        out.append('<table class="pooled"><thead><tr>' + "".join(
+            f'<th class="{"text" if c == "settings" else ""}">{e(c)}</th>' for c in first)
+            + "".join(f"<th>{e(v)} median</th><th>{e(v)} IQR</th>" for v in values)
+            + "</tr></thead><tbody>")
+        for _, row in table.iterrows():
+            out.append("<tr>" + "".join(
+                f'<td class="{"text" if c == "settings" else ""}">{e(fmt(row[c]))}</td>'
+                for c in first) + "".join(
+                f"<td>{e(fmt(row[f'{v} median']))}</td>"
+                f"<td>{e(fmt(row[f'{v} q25']))} - {e(fmt(row[f'{v} q75']))}</td>"
+                for v in values) + "</tr>")
+        out.append("</tbody></table>")
+    return out
+
+
+def _inputs_html(folder, sweep, n_runs):
+    """The header's player(s) of the input(s) as analysed, and the line about the inputs."""
+    e = html.escape
+    originals = original_audio(folder)
+    header, body = [], []
+    if len(originals) == 1:
+        header.append(f'<figure><figcaption>original (input as analysed)</figcaption>'
+                      f'<audio controls preload="metadata" '
+                      f'src="{e(_href(folder, originals[0][1]))}"></audio></figure>')
+    elif not originals:
+        header.append("<p>no original audio (the input was a spectrogram)</p>")
+    else:
+        body.append('<h2 id="inputs">Inputs (as analysed)</h2><div class="audio">')
+        body += [f'<figure><figcaption>{e(name)}</figcaption><audio controls '
+                 f'preload="metadata" src="{e(_href(folder, wav))}"></audio></figure>'
+                 for name, wav in originals]
+        body.append("</div>")
+    inp = sweep.get("input") or {}
+    if inp:
+        listed = [i for i in sweep.get("inputs") or [inp] if isinstance(i, dict)]
+        names = [str(i.get("name") or Path(str(i.get("audio") or i.get("spectrogram") or ""))
+                     .name) for i in listed]
+        what = f"input <code>{e(names[0])}</code>" if len(names) == 1 else \
+            f"{len(names)} inputs (" + ", ".join(f"<code>{e(n)}</code>" for n in names) + ")"
+        body.insert(0, f"<p>{what}: sr {e(fmt(inp.get('sr')))} Hz, "
+                    f"n_fft {e(fmt(inp.get('n_fft')))}, hop {e(fmt(inp.get('hop')))}; "
+                    f"{n_runs} runs.</p>")
+    return header, body
 
 
 def _faithfulness_summary(folder, runs, dpi):
@@ -228,27 +324,15 @@ pre.error { background: #fee; padding: .5em; white-space: pre-wrap; }
 
 
 def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, segments_png=None,
-          faith=(None, {})):
+          faith=(None, {}), pooled=None):
     e = html.escape
     faith_summary, faith_pngs = faith
     shown = keys or [k for k in ALWAYS_SHOWN if k in runs]
-    original = folder / "audio" / "original.wav"
+    header, inputs = _inputs_html(folder, sweep, len(runs))
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>specblur report: {e(name)}</title>", f"<style>{_CSS}</style></head><body>",
-           "<header>", f"<h1>specblur sweep <code>{e(name)}</code></h1>"]
-    if original.is_file():
-        out.append(f'<figure><figcaption>original (input as analysed)</figcaption>'
-                   f'<audio controls preload="metadata" src="{e(_href(folder, original))}">'
-                   f'</audio></figure>')
-    else:
-        out.append("<p>no original audio (the input was a spectrogram)</p>")
-    out.append("</header>")
-    inp = sweep.get("input") or {}
-    if inp:
-        src = Path(str(inp.get("audio") or inp.get("spectrogram") or "")).name
-        out.append(f"<p>input <code>{e(src)}</code>: sr {e(fmt(inp.get('sr')))} Hz, "
-                   f"n_fft {e(fmt(inp.get('n_fft')))}, hop {e(fmt(inp.get('hop')))}; "
-                   f"{len(runs)} runs.</p>")
+           "<header>", f"<h1>specblur sweep <code>{e(name)}</code></h1>", *header, "</header>",
+           *inputs]
     # the table of runs
     cols = ["run"] + shown + ["status", "epochs done"] + \
         [m for m in TABLE_METRICS if m in runs] + ["wall s"]
@@ -274,6 +358,8 @@ def _html(folder, name, runs, keys, pngs, problems, sweep_png, sweep, segments_p
                    f'alt="final radius by segment label and band">')
     if faith_summary:
         out.extend(_faithfulness_html(folder, faith_summary))
+    if pooled:
+        out.extend(_pooled_html(folder, runs, pooled))
     settings = setting_columns(runs)
     for _, run in runs.iterrows():
         rid = str(run["run_id"])

@@ -17,22 +17,17 @@ from pathlib import Path
 
 import yaml
 
-from .._checks import check_keys, suggest, to_float, to_int, to_mapping
-from .._io import file_sha256
+from .._checks import check_keys, suggest, to_int, to_mapping
 from ..errors import SpecblurError
 from ..models import check_model_input
-from ..schema import HOP, N_FFT, SR
 from ..settings import ID_NEUTRAL, SETTINGS, Settings, check_m_init, resolve, resolved_r_max
 from .evaluate import check_config as check_evaluate
-from .segments import check_config as check_segments
+from .inputs import INPUT_KEYS, Input, expand_inputs, split_grid
 
-__all__ = ["INPUT_KEYS", "Run", "Sweep", "TOP_KEYS", "load_sweep", "make_run_id"]
+__all__ = ["INPUT_KEYS", "Input", "Run", "Sweep", "TOP_KEYS", "load_sweep", "make_run_id"]
 
 TOP_KEYS = ("name", "input", "base", "runs", "grid", "seeds",
             "evaluate")  # see specblur.sweep.evaluate.check_config
-INPUT_KEYS = {"audio": None, "spectrogram": None, "sr": SR, "n_fft": N_FFT, "hop": HOP,
-              "normalize_dbfs": None,
-              "segments": None}  # see specblur.sweep.segments.check_config
 
 
 class _Loader(yaml.SafeLoader):
@@ -48,10 +43,11 @@ _Loader.add_implicit_resolver(
 
 @dataclass
 class Run:
-    """One run of a sweep: its id and fully resolved settings."""
+    """One run of a sweep: its id, fully resolved settings and input file."""
 
     run_id: str
     settings: Settings
+    input: Input | None = None
 
 
 @dataclass
@@ -64,12 +60,11 @@ class Sweep:
         Results go to ``<out>/<name>/``.
     path : pathlib.Path
         The sweep file.
-    input : dict
-        Resolved input settings, with an absolute ``audio`` or ``spectrogram`` path.
-    input_sha256 : str
-        Content hash of the input file.
+    inputs : list of Input
+        Every input file, resolved (one or more; see :mod:`specblur.sweep.inputs`).
     runs : list of Run
-        In expansion order, without duplicates.
+        In expansion order (every runs entry × grid point × seed, then every input),
+        without duplicates.
     raw : dict
         The file's contents as read.
     evaluate : dict
@@ -79,19 +74,39 @@ class Sweep:
 
     name: str
     path: Path
-    input: dict
-    input_sha256: str
+    inputs: list
     runs: list
     raw: dict
     evaluate: dict = field(default_factory=dict)
 
+    @property
+    def input(self) -> dict:
+        """The first input's resolved settings (the only one of a one-file sweep)."""
+        return self.inputs[0].settings
+
+    @property
+    def input_sha256(self) -> str:
+        """The first input's content hash."""
+        return self.inputs[0].sha256
+
     def resolved(self) -> dict:
-        """The sweep as resolved, for ``sweep.yaml`` in the results folder."""
+        """The sweep as resolved, for ``sweep.yaml`` in the results folder.
+
+        ``input`` holds the shared input settings (and, for one input file, the file, its
+        segments and sha256 as before); ``inputs`` lists every input file with its sha256.
+        """
+        if len(self.inputs) == 1:
+            inp = {**self.input, "sha256": self.input_sha256}
+        else:
+            inp = {k: v for k, v in self.input.items() if k not in ("audio", "spectrogram",
+                                                                    "segments")}
         return {
             "name": self.name,
             "source": str(self.path),
-            "input": {**self.input, "sha256": self.input_sha256},
-            "runs": [{"run_id": run.run_id, **run.settings.as_dict()} for run in self.runs],
+            "input": inp,
+            "inputs": [i.resolved() for i in self.inputs],
+            "runs": [{"run_id": run.run_id, "input": run.input.name, **run.settings.as_dict()}
+                     for run in self.runs],
             **({"evaluate": self.evaluate} if self.evaluate else {}),
         }
 
@@ -113,7 +128,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     SpecblurError
         For a missing or malformed file (with its line number), unknown keys (with the
         closest valid one), wrong types, empty axes, a key set by both a runs entry and
-        the grid, a missing or unreadable input file, and a bad ``evaluate`` section.
+        the grid, a missing or unreadable input file, an input pattern that matches no
+        file, two inputs with the same stem or content, and a bad ``evaluate`` section.
     """
     path = Path(path)
     where = str(path)
@@ -135,8 +151,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     if not isinstance(name, str) or not re.fullmatch(r"\w[\w.-]*", name):
         raise SpecblurError(f"{where}: name must be a plain folder name (letters, digits, _ . -, "
                             f"starting with a letter or digit), got {name!r}")
-    inp = _check_input(raw.get("input"), path.parent, where)
-    digest = file_sha256(inp.get("audio") or inp["spectrogram"])
+    grid, input_axes = split_grid(raw.get("grid"), where)
+    inputs = expand_inputs(raw.get("input"), path.parent, where, input_axes)
+    inp = inputs[0].settings  # sr, n_fft and hop are shared by every input
     base = _nested(to_mapping(raw.get("base", {}), f"{where}: base"), f"{where}: base")
     entries = raw.get("runs")
     if entries is None:
@@ -145,7 +162,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         raise SpecblurError(f"{where}: runs must be a non-empty list of mappings")
     entries = [_nested(to_mapping(e, f"{where}: runs[{i}]"), f"{where}: runs[{i}]")
                for i, e in enumerate(entries)]
-    grid = _check_grid(raw.get("grid"), where)
+    grid = _check_grid(grid, where)
     seeds = _check_seeds(raw.get("seeds", [0]), where)
     evaluate = check_evaluate(raw.get("evaluate"), where)  # not part of the run ids
 
@@ -164,12 +181,13 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
                 check_m_init(settings.m_init, settings.param_kind,
                              resolved_r_max(settings, inp["n_fft"] // 2 + 1),
                              _origin(where, raw, i, point))
-                run_id = make_run_id(settings, digest, inp)
-                if run_id not in seen:
-                    seen.add(run_id)
-                    runs.append(Run(run_id, settings))
-    return Sweep(name=name, path=path.resolve(), input=inp, input_sha256=digest, runs=runs,
-                 raw=raw, evaluate=evaluate)
+                for source in inputs:  # each input x each settings point is one run
+                    run_id = make_run_id(settings, source.sha256, source.settings)
+                    if run_id not in seen:
+                        seen.add(run_id)
+                        runs.append(Run(run_id, settings, source))
+    return Sweep(name=name, path=path.resolve(), inputs=inputs, runs=runs, raw=raw,
+                 evaluate=evaluate)
 
 
 def _origin(where, raw, i, point):
@@ -275,30 +293,3 @@ def _check_seeds(seeds, where):
         raise SpecblurError(f"{where}: seeds is an empty list")
     return [to_int(s, f"{where}: seeds") for s in seeds]
 
-
-def _check_input(inp, folder, where):
-    if not isinstance(inp, dict):
-        raise SpecblurError(f"{where}: input must be a mapping with 'audio' or 'spectrogram'")
-    for key in inp:  # named as input.<key>, which check_keys does not do
-        if key not in INPUT_KEYS:
-            raise SpecblurError(f"{where}: unknown key input.{key}{suggest(key, INPUT_KEYS)}")
-    sources = [k for k in ("audio", "spectrogram") if inp.get(k) is not None]
-    if len(sources) != 1:
-        raise SpecblurError(f"{where}: input needs exactly one of 'audio' or 'spectrogram'")
-    out = {**INPUT_KEYS, **inp}
-    source = sources[0]
-    if not isinstance(out[source], str):
-        raise SpecblurError(f"{where}: input.{source} must be a file path, got {out[source]!r}")
-    file = (folder / out[source]).resolve()
-    if not file.is_file():
-        raise SpecblurError(f"{where}: input.{source}: file not found: {file}")
-    out[source] = str(file)
-    for key in ("sr", "n_fft", "hop"):
-        out[key] = to_int(out[key], f"{where}: input.{key}")
-        if out[key] <= 0:
-            raise SpecblurError(f"{where}: input.{key} must be positive, got {out[key]}")
-    if out["normalize_dbfs"] is not None:
-        out["normalize_dbfs"] = to_float(out["normalize_dbfs"], f"{where}: input.normalize_dbfs")
-    # input.segments: a file path, auto, or a mapping
-    out["segments"] = check_segments(out["segments"], folder, where, has_audio=source == "audio")
-    return out

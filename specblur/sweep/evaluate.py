@@ -119,8 +119,8 @@ def _evaluate_run(folder, run, options, digest, spec, device):
                        metadata={METADATA_KEY: json.dumps(options)})
 
 
-def write_sweep_faithfulness(folder: str | os.PathLike, options: Mapping, spec: Spectrogram,
-                             runs: Sequence, device: str = "cpu", fresh: Sequence[str] = (),
+def write_sweep_faithfulness(folder: str | os.PathLike, options: Mapping,
+                             spec: Spectrogram | Mapping[str, Spectrogram], runs: Sequence, device: str = "cpu", fresh: Sequence[str] = (),
                              interactive: bool = False) -> list[Path]:
     """Write ``faithfulness/<run_id>.parquet`` for the given runs that need it.
 
@@ -136,8 +136,9 @@ def write_sweep_faithfulness(folder: str | os.PathLike, options: Mapping, spec: 
         The results folder.
     options : mapping
         Resolved options (``Sweep.evaluate["faithfulness"]``).
-    spec : Spectrogram
-        The sweep's input.
+    spec : Spectrogram or mapping of str to Spectrogram
+        The sweep's input, or every input by name (``Input.name``): each run is evaluated
+        on its own input.
     runs : sequence of Run
         The runs to consider: the sweep's ``done`` runs.
     device : {"cpu", "cuda"}
@@ -167,7 +168,8 @@ def write_sweep_faithfulness(folder: str | os.PathLike, options: Mapping, spec: 
     for i, run in enumerate(todo, 1):
         start = time.perf_counter()
         try:
-            written.append(_evaluate_run(folder, run, options, digest, spec, device))
+            own = spec[run.input.name] if isinstance(spec, Mapping) else spec
+            written.append(_evaluate_run(folder, run, options, digest, own, device))
             outcome = "evaluated"
         except Exception as exc:  # noqa: BLE001 - one run's evaluation must not stop the rest
             (folder / "faithfulness" / f"{run.run_id}.parquet").unlink(missing_ok=True)

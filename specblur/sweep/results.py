@@ -2,8 +2,11 @@
 
 Layout of ``<out>/<name>/``: ``sweep.yaml``, ``runs.parquet``, ``history/``, ``fields/``,
 ``outputs/`` (one Parquet file per run, each with a string ``run_id`` column), the optional
-``segments/`` and ``faithfulness/`` (written by the sweep hooks) and ``audio/``. Every file is written to a hidden temporary file in its folder and renamed,
-so a reader never sees half a file; Parquet readers skip names that start with ``.``.
+``segments/`` and ``faithfulness/`` (written by the sweep hooks) and ``audio/``
+(``audio/<input stem>/original.wav`` per input, ``audio/<run_id>/epoch_<N>.wav`` per
+snapshot; older folders have one ``audio/original.wav``). Every file is written to a hidden
+temporary file in its folder and renamed, so a reader never sees half a file; Parquet
+readers skip names that start with ``.``.
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from ..schema import (FAITHFULNESS_TYPES, FIELD_NAMES, FIELD_TYPES, OUTPUT_TYPES
                       SEGMENT_COLUMNS, TABLES)
 
 __all__ = ["Results", "faithfulness_frame", "field_array", "fields_frame", "flatten_settings",
-           "input_magnitude", "load", "load_faithfulness", "load_segments", "outputs_frame",
-           "ordered_runs", "read_fields", "read_geometry", "read_runs", "read_sweep",
+           "input_magnitude", "load", "load_faithfulness", "load_segments", "original_audio",
+           "original_wav", "ordered_runs", "read_fields", "read_geometry", "read_inputs",
+           "read_runs", "read_sweep",
            "read_table_folder", "write_table", "write_yaml"]
 
 
@@ -93,18 +97,80 @@ def _positive_int(value):
     return value if value > 0 else None
 
 
-def input_magnitude(folder: str | os.PathLike) -> np.ndarray | None:
-    """The input magnitude spectrogram ``X`` of the sweep in ``folder``, or None.
+def original_wav(folder: str | os.PathLike, stem: str | None = None) -> Path:
+    """Where the input as analysed goes: ``audio/<stem>/original.wav``.
+
+    Without ``stem``, the one ``audio/original.wav`` of results folders written before
+    sweeps had several inputs.
+    """
+    audio = Path(folder) / "audio"
+    return (audio / stem if stem else audio) / "original.wav"
+
+
+def read_inputs(folder: str | os.PathLike) -> list[dict]:
+    """Every input of the sweep in ``folder``, from its ``sweep.yaml``.
+
+    Returns
+    -------
+    list of dict
+        One mapping per input file, in the sweep's order: ``name`` (the runs table's
+        ``input`` value), ``stem``, ``audio`` or ``spectrogram``, ``sha256`` and the shared
+        ``sr``, ``n_fft``, ``hop``, ``normalize_dbfs``. A folder written before sweeps had
+        several inputs gives its one input with ``name`` and ``stem`` None; an unreadable
+        ``sweep.yaml`` gives ``[]``.
+    """
+    sweep = read_sweep(folder)
+    inp = sweep.get("input") if isinstance(sweep.get("input"), dict) else {}
+    shared = {k: inp.get(k) for k in ("sr", "n_fft", "hop", "normalize_dbfs")}
+    listed = [i for i in sweep.get("inputs") or [] if isinstance(i, dict)]
+    if listed:
+        return [{**shared, **i} for i in listed]
+    if inp.get("audio") or inp.get("spectrogram"):
+        return [{**inp, "name": None, "stem": None}]
+    return []
+
+
+def original_audio(folder: str | os.PathLike) -> list[tuple[str, Path]]:
+    """``[(input name, path)]`` of every input's ``original.wav`` that exists.
+
+    The legacy ``audio/original.wav`` comes last, named by its input's file name.
+    """
+    folder = Path(folder)
+    out = []
+    for inp in read_inputs(folder):
+        path = original_wav(folder, inp.get("stem"))
+        if inp.get("stem") and path.is_file():
+            out.append((str(inp.get("name") or inp["stem"]), path))
+    legacy = original_wav(folder)
+    if legacy.is_file():
+        inp = read_sweep(folder).get("input") or {}
+        out.append((Path(str(inp.get("audio") or "original.wav")).name, legacy))
+    return out
+
+
+def input_magnitude(folder: str | os.PathLike, name: str | None = None) -> np.ndarray | None:
+    """The input magnitude spectrogram ``X`` of one input of the sweep in ``folder``, or None.
 
     The input file named in ``sweep.yaml`` is analysed again when it still exists with the
     recorded sha256 (this is exact, and works for ``.npy`` inputs too); otherwise ``X`` is
-    the STFT of ``audio/original.wav`` (the input as analysed). None means neither works.
-    The result is a ``(K, T)`` float64 array.
+    the STFT of its ``audio/<stem>/original.wav`` (or the legacy ``audio/original.wav``):
+    the input as analysed. None means neither works. The result is a ``(K, T)`` float64
+    array.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        A sweep's results folder.
+    name : str, optional
+        The input, as the runs table's ``input`` column names it; by default the first.
     """
     from ..audio import load_audio, load_input, stft
 
     folder = Path(folder)
-    inp = read_sweep(folder).get("input") or {}
+    inputs = read_inputs(folder)
+    inp = next((i for i in inputs if name is None or i.get("name") == name), None)
+    if inp is None:
+        return None
     source = inp.get("audio") or inp.get("spectrogram")
     try:
         if source and Path(source).is_file() and inp.get("sha256") == file_sha256(source):
@@ -112,7 +178,9 @@ def input_magnitude(folder: str | os.PathLike) -> np.ndarray | None:
     except (SpecblurError, OSError, KeyError, TypeError, ValueError):
         pass
     geo = read_geometry(folder)
-    original = folder / "audio" / "original.wav"
+    original = original_wav(folder, inp.get("stem"))
+    if not original.is_file() and len(inputs) == 1:
+        original = original_wav(folder)
     if original.is_file() and None not in geo.values():
         try:
             return np.abs(stft(load_audio(original, geo["sr"]), geo["n_fft"], geo["hop"]))

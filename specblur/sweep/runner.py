@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..audio import Spectrogram, load_input, write_wav
 from ..errors import SpecblurError
 from ..fitting import fit
-from ..schema import FINISHED, METRICS
+from ..schema import FINISHED, INPUT_COLUMN, METRICS
 from ..settings import Settings
 from . import results
 from .config import Sweep
@@ -41,6 +41,8 @@ class Task:
         Absolute path of the results folder the run writes into.
     device : str
         ``"cpu"`` or ``"cuda"``: where the blur kernels run.
+    input : str
+        The input file's name as the runs table records it (``Input.name``).
     """
 
     run_id: str
@@ -48,6 +50,7 @@ class Task:
     spectrogram: Spectrogram
     folder: str
     device: str = "cpu"
+    input: str = ""
 
 
 def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
@@ -85,14 +88,18 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
         The ``runs`` table after the sweep.
     """
     folder = Path(out) / sweep.name
-    spec = load_input(sweep.input)  # checks the input before anything is written
+    # each input once, in this process; this checks them before anything is written
+    specs = {inp.name: load_input(inp.settings) for inp in sweep.inputs}
     folder.mkdir(parents=True, exist_ok=True)
     results.remove_stale_temporaries(folder)
     results.write_yaml(folder / "sweep.yaml", sweep.resolved())
-    if spec.waveform is not None:
-        write_wav(folder / "audio" / "original.wav", spec.waveform, spec.sr)
+    for inp in sweep.inputs:
+        if specs[inp.name].waveform is not None:
+            write_wav(results.original_wav(folder, inp.stem), specs[inp.name].waveform,
+                      specs[inp.name].sr)
     _, todo = plan(sweep, folder, force, retry_failed)
-    tasks = [Task(run.run_id, run.settings, spec, str(folder.resolve()), device) for run in todo]
+    tasks = [Task(run.run_id, run.settings, specs[run.input.name], str(folder.resolve()),
+                  device, run.input.name) for run in todo]
     interactive = sys.stderr.isatty()
     bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not interactive)
     if not interactive:
@@ -108,12 +115,14 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
                   f"{row['wall_seconds']:.1f} s" + (f": {row['error']}" if row["error"] else ""),
                   flush=True)
     bar.close()
-    if sweep.input.get("segments"):  # per-segment radius statistics of every finished run
-        write_sweep_segments(folder, sweep.input["segments"], spec,
-                             [run.run_id for run in _finished(folder, sweep, FINISHED)])
+    finished = _finished(folder, sweep, FINISHED)
+    for inp in sweep.inputs:  # per-segment radius statistics of every finished run
+        if inp.settings.get("segments"):
+            write_sweep_segments(folder, inp.settings["segments"], specs[inp.name],
+                                 [run.run_id for run in finished if run.input is inp])
     if sweep.evaluate.get("faithfulness"):  # SPEC §9.5, in this process after the runs
         # only `done` runs: a diverged run's last radius field is not finite or meaningful
-        write_sweep_faithfulness(folder, sweep.evaluate["faithfulness"], spec,
+        write_sweep_faithfulness(folder, sweep.evaluate["faithfulness"], specs,
                                  _finished(folder, sweep, ("done",)), device=device,
                                  fresh=ran, interactive=interactive)
     return results.read_runs(folder)
@@ -197,9 +206,12 @@ def _execute_dask(tasks, address):
     except (OSError, TimeoutError) as exc:
         raise SpecblurError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     with client:
-        spec = client.scatter(tasks[0].spectrogram, broadcast=True)
-        futures = [client.submit(_execute_remote, replace(task, spectrogram=None), spec,
-                                 pure=False) for task in tasks]
+        scattered = {}  # each input's spectrogram once
+        for task in tasks:
+            if id(task.spectrogram) not in scattered:
+                scattered[id(task.spectrogram)] = client.scatter(task.spectrogram, broadcast=True)
+        futures = [client.submit(_execute_remote, replace(task, spectrogram=None),
+                                 scattered[id(task.spectrogram)], pure=False) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
 
@@ -227,7 +239,8 @@ def execute_run(task: Task, epoch_bar: bool = False) -> dict:
 def _execute_run(task, epoch_bar):
     start = time.perf_counter()
     run_id, settings = task.run_id, task.settings
-    row = {"run_id": run_id, **results.flatten_settings(settings), "status": "failed",
+    row = {"run_id": run_id, INPUT_COLUMN: task.input, **results.flatten_settings(settings),
+           "status": "failed",
            "error": "", "epochs_done": 0, **{c: float("nan") for c in METRICS},
            "wall_seconds": 0.0, "device": task.device}
     try:

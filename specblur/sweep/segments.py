@@ -19,12 +19,29 @@ __all__ = ["check_config", "frame_table_for", "write_sweep_segments"]
 
 
 def check_config(value: object, folder: str | os.PathLike, where: str,
-                 has_audio: bool = True) -> dict | None:
-    """Check a sweep's ``input.segments`` and resolve it (hook of :mod:`.config`).
+                 has_audio: bool = True, stem: str | None = None,
+                 input_name: str | None = None) -> dict | None:
+    """Check a sweep's ``input.segments`` for one input and resolve it (hook of :mod:`.inputs`).
 
     Accepted forms: ``auto``; a path (relative to the sweep file) of a ``.TextGrid`` or
-    ``.csv`` file; or a mapping with ``path`` (and optional ``tier``) or ``auto`` (``true``
-    or a mapping of thresholds), and optional ``bands``.
+    ``.csv`` file, in which ``{stem}`` stands for the input file's stem (one label file per
+    input: ``{stem}.TextGrid``); or a mapping with ``path`` (and optional ``tier``) or
+    ``auto`` (``true`` or a mapping of thresholds), and optional ``bands``.
+
+    Parameters
+    ----------
+    value : object
+        The ``input.segments`` value as read from YAML (None when absent).
+    folder : str or os.PathLike
+        The sweep file's folder.
+    where : str
+        The sweep file, for messages.
+    has_audio : bool
+        Whether the input is audio (``auto`` needs it).
+    stem : str, optional
+        The input file's stem, substituted for ``{stem}`` in the path.
+    input_name : str, optional
+        The input as written, named by the messages of a sweep with several inputs.
 
     Returns
     -------
@@ -51,9 +68,12 @@ def check_config(value: object, folder: str | os.PathLike, where: str,
     if has_path:
         if not isinstance(value["path"], str):
             raise SpecblurError(f"{key}.path must be a file path, got {value['path']!r}")
-        file = (Path(folder) / value["path"]).resolve()
+        if "{stem}" in value["path"] and stem is None:
+            raise SpecblurError(f"{key}.path: '{{stem}}' needs an input file")
+        file = (Path(folder) / value["path"].replace("{stem}", stem or "")).resolve()
         if not file.is_file():
-            raise SpecblurError(f"{key}: file not found: {file}")
+            which = f" for input {input_name}" if input_name else ""
+            raise SpecblurError(f"{key}: file not found{which}: {file}")
         tier = value.get("tier")
         if tier is not None and not isinstance(tier, str):
             raise SpecblurError(f"{key}.tier must be a string, got {tier!r}")
