@@ -193,12 +193,6 @@ class _Descent:
         self.m_finite = False  # known only after a step; radius() checks the start
         self.c_mse, self.c_ent = cfg.weights
         self.h_scale = 1.0 / X.size if cfg.entropy_reduce == "mean" else 1.0
-        self.h_weight = np.empty(0)  # no weights: every bin's h(m) counts once
-        if cfg.entropy_weight == "magnitude":  # w = X / mean(X): sum w = the number of bins
-            if not X.sum() > 0:
-                raise SpecblurError("entropy_weight 'magnitude' needs a spectrogram that is "
-                                    "not all zero")
-            self.h_weight = np.ascontiguousarray(X / X.mean()).reshape(-1)
         self.ref = np.array(model.forward(X), dtype=np.float64, order="C")
         self.g_out = np.empty_like(self.ref)
         self.norm = 1.0  # D = mean((Φ(Y) - Φ(X))²) * norm (SPEC §9.4)
@@ -246,13 +240,13 @@ class _Descent:
         dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
         g_mse = dr if self.param.radius_is_m else self.g_mse  # dr/dm = 1 for raw and relu
         if objective.gradient_parts(f(self.m), f(self.r), f(dr), f(self.drdm), self.code,
-                                    cfg.eps, self.c_ent * self.h_scale, self.r_max,
-                                    self.h_weight, f(g_mse), f(self.g_ent)):
+                                    cfg.eps, self.c_ent * self.h_scale, self.r_max, f(g_mse),
+                                    f(self.g_ent)):
             return None  # some h(m) = log(0)
         H = loss = np.nan
         if log:
             H = self.h_scale * objective.entropy_sum(f(self.m), f(self.r), self.code, cfg.eps,
-                                                     self.r_max, self.h_weight)
+                                                     self.r_max)
             loss = self.c_mse * D - self.c_ent * H + self.tv * TV
             if not np.isfinite(loss):
                 return None

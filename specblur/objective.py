@@ -87,54 +87,48 @@ def mse_and_grad(out, ref, scale, grad):
 
 
 @parallel_jit
-def gradient_parts(m, r, dr, drdm, code, eps, ent_scale, r_max, weight, g_mse, g_ent):
-    """Write ``g_mse = dr * dr/dm`` and ``g_ent = -ent_scale * w * dh/dm`` (SPEC §7's table).
+def gradient_parts(m, r, dr, drdm, code, eps, ent_scale, r_max, g_mse, g_ent):
+    """Write ``g_mse = dr * dr/dm`` and ``g_ent = -ent_scale * dh/dm`` (SPEC §7's table).
 
     For ``raw`` and ``relu`` (``dr/dm = 1``) ``g_mse`` is ``dr`` itself and is not written.
     Above the cap ``r_max`` of softplus and exp, ``h`` is constant (``dh/dm = 0``).
-    ``weight`` holds each bin's entropy weight ``w``, or is empty for ``w = 1``.
     Returns the number of bins whose entropy term is ``log(0) = -inf`` (possible only with
     ``eps = 0``).
     """
-    weighted = weight.size > 0
     zero = 0
     for i in prange(m.size):
-        w = weight[i] if weighted else 1.0
         if code == RAW or code == RELU:
             a = abs(m[i]) + eps
-            g_ent[i] = -ent_scale * w * (1.0 if m[i] > 0.0 else (-1.0 if m[i] < 0.0 else 0.0)) / a
+            g_ent[i] = -ent_scale * (1.0 if m[i] > 0.0 else (-1.0 if m[i] < 0.0 else 0.0)) / a
         elif code == EXP:
             a = 1.0
             g_mse[i] = dr[i] * drdm[i]
             capped = r[i] == r_max and drdm[i] == 0.0
-            g_ent[i] = 0.0 if capped else -ent_scale * w
+            g_ent[i] = 0.0 if capped else -ent_scale
         else:  # softplus and sigmoid: h = log(r + eps)
             a = r[i] + eps
             g_mse[i] = dr[i] * drdm[i]
-            g_ent[i] = -ent_scale * w * drdm[i] / a
+            g_ent[i] = -ent_scale * drdm[i] / a
         if a == 0.0:
             zero += 1
     return zero
 
 
 @parallel_jit
-def entropy_sum(m, r, code, eps, r_max, weight):
-    """``sum w h(m)``: ``h`` is ``log(|m| + eps)``, ``log(r + eps)`` or ``m`` by parameterisation.
+def entropy_sum(m, r, code, eps, r_max):
+    """``sum h(m)``: ``log(|m| + eps)``, ``log(r + eps)`` or ``m`` by parameterisation.
 
-    For ``exp`` capped at ``r_max``, ``h = min(m, log r_max)``. ``weight`` holds each bin's
-    weight ``w``, or is empty for ``w = 1``.
+    For ``exp`` capped at ``r_max``, ``h = min(m, log r_max)``.
     """
-    weighted = weight.size > 0
     log_cap = math.log(r_max)
     total = 0.0
     for i in prange(m.size):
         if code == RAW or code == RELU:
-            h = math.log(abs(m[i]) + eps)
+            total += math.log(abs(m[i]) + eps)
         elif code == EXP:
-            h = min(m[i], log_cap)
+            total += min(m[i], log_cap)
         else:
-            h = math.log(r[i] + eps)
-        total += h * (weight[i] if weighted else 1.0)
+            total += math.log(r[i] + eps)
     return total
 
 

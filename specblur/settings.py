@@ -18,17 +18,16 @@ from .errors import SpecblurError
 from .kernels import MODES
 from .models import validate_model_spec
 
-__all__ = ["ENTROPY_REDUCE", "ENTROPY_WEIGHT", "ID_NEUTRAL", "LAMBDA_ON", "MSE_NORM", "OPTIMIZERS", "PARAMS", "Param",
+__all__ = ["ENTROPY_REDUCE", "ID_NEUTRAL", "LAMBDA_ON", "MSE_NORM", "OPTIMIZERS", "PARAMS", "Param",
            "SETTINGS", "Settings", "check_m_init", "resolve", "resolved_r_max"]
 
 LAMBDA_ON = ("entropy", "mse")
 ENTROPY_REDUCE = ("sum", "mean")
 OPTIMIZERS = ("sgd", "adam")
 MSE_NORM = ("none", "ref")
-ENTROPY_WEIGHT = ("none", "magnitude")
 #: Settings added after the first release (SPEC §9). At their defaults they are left out of
 #: the run id (:func:`specblur.sweep.config.make_run_id`), so older sweeps keep their ids.
-ID_NEUTRAL = ("r_max", "tv", "tv_delta", "mse_norm", "entropy_weight")
+ID_NEUTRAL = ("r_max", "tv", "tv_delta", "mse_norm")
 
 
 class Param(enum.IntEnum):
@@ -86,7 +85,6 @@ class Settings(Mapping):
     lam: float = _setting(1.0, float)
     lambda_on: str = _setting("entropy", LAMBDA_ON)
     entropy_reduce: str = _setting("sum", ENTROPY_REDUCE)
-    entropy_weight: str = _setting("none", ENTROPY_WEIGHT)
     eps: float = _setting(1e-8, float, low=0.0)
     mode: str = _setting("truncate", MODES)
     param: str = _setting("raw", PARAMS)

@@ -34,7 +34,7 @@ HISTORY_COLUMNS = [
     "m_mean", "m_std", "m_min", "m_max", "frac_identity", "frac_negative", "energy_ratio",
     "tv", "gtv_mean", "gtv_var", "seconds",
 ]
-NEW_KEYS = ("r_max", "tv", "tv_delta", "mse_norm", "entropy_weight")
+NEW_KEYS = ("r_max", "tv", "tv_delta", "mse_norm")
 
 
 # --------------------------------------------------------------------------------------
