@@ -1,16 +1,16 @@
-"""Fit a radius map on a clip, then run the energy-matched deletion test (SPEC §9.5).
+"""The deletion test (SPEC §9.5) of the recommended configuration's map on a clip.
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/bench_faithfulness.py \\
-        [extra.wav ...] [--model speaker_encoder] [--param exp] [--lam 1e6] \\
-        [--lambda-on mse] [--mode conserve] [--optimizer adam] [--lr 0.01] [--epochs 300] \\
-        [--m-init 1.0] [--set KEY=VALUE ...] [--eval-mode conserve] [--radii 16 64] \\
-        [--n-random 8] [--batch 16] [--occlusion]
+        [extra.wav ...] [--sweep sweeps/speaker_faithful.yaml] [--entry 0] \\
+        [--set KEY=VALUE ...] [--eval-mode conserve] [--radii 16 64] [--n-random 8] \\
+        [--batch 16] [--occlusion]
 
-Loads ``data/arctic_a0007.wav`` (and any files given) at sr 16000, n_fft 400, hop 160,
-fits with ``specblur.fit``, evaluates ``specblur.faithfulness`` on the map,
-and prints the distances and the headline ratios at ``F = 0.5`` (and the deletion-curve
-means normalised by random's), with the fit and evaluation wall times. ``--set`` passes
-any other fit setting (e.g. ``--set r_max=800`` where fit supports it).
+Fits the settings of the sweep file's runs entry ``--entry`` (merged over ``base``; entry
+0 is the recommended configuration) on the sweep's input, ``data/arctic_a0007.wav``, and
+on any other clips given (with the same input settings), runs
+:func:`specblur.faithfulness` on each map and prints the distances and the headline ratios
+at ``F = 0.5`` (with the deletion-curve means normalised by random's) and the fit and
+evaluation wall times. ``--set`` overrides any fit setting (e.g. ``--set lr=0.05``).
 """
 import argparse
 import time
@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 import specblur
-from specblur.audio import Spectrogram
-from specblur.deletion import faithfulness, faithfulness_summary
+from specblur.audio import load_input
+from specblur.deletion import faithfulness_summary
+from specblur.sweep.config import load_sweep
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "arctic_a0007.wav"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _value(text):
@@ -32,25 +33,16 @@ def _value(text):
             return cast(text)
         except ValueError:
             pass
-    return text
+    return None if text in ("null", "None") else text
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("audio", nargs="*", type=Path, help="more clips (the sample is always run)")
-    ap.add_argument("--model", default="speaker_encoder", help="model kind (default: %(default)s)")
-    ap.add_argument("--param", default="exp")
-    ap.add_argument("--lam", type=float, default=1e6)
-    ap.add_argument("--lambda-on", default="mse")
-    ap.add_argument("--mode", default="conserve", help="boundary mode of the fit")
-    ap.add_argument("--optimizer", default="adam")
-    ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--epochs", type=int, default=300)
-    ap.add_argument("--m-init", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("audio", nargs="*", type=Path, help="more clips (the sweep's input always runs)")
+    ap.add_argument("--sweep", type=Path, default=ROOT / "sweeps" / "speaker_faithful.yaml")
+    ap.add_argument("--entry", type=int, default=0, help="runs entry (0: the recommendation)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="any other fit setting, e.g. r_max=800 or tv=0.1 where fit has them")
-    ap.add_argument("--normalize-dbfs", type=float, default=None)
+                    help="override a fit setting, e.g. lr=0.05 or r_max=64")
     ap.add_argument("--eval-mode", default="conserve", help="boundary mode of the test blur")
     ap.add_argument("--radii", type=float, nargs="+", default=[16, 64])
     ap.add_argument("--n-random", type=int, default=8)
@@ -58,23 +50,20 @@ def main():
     ap.add_argument("--occlusion", action="store_true")
     args = ap.parse_args()
 
-    settings = dict(param=args.param, lam=args.lam, lambda_on=args.lambda_on, mode=args.mode,
-                    optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
-                    m_init=args.m_init, seed=args.seed, model={"kind": args.model},
-                    log_every=max(1, args.epochs // 10))
+    sweep = load_sweep(args.sweep)
+    settings = dict(sweep.runs[args.entry].settings)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             ap.error(f"--set needs KEY=VALUE, got {item!r}")
         settings[key] = _value(value)
-    shown = {k: v for k, v in settings.items() if k != "log_every"}
+    shown = {k: v for k, v in settings.items() if k not in ("log_every", "snapshot_every")}
     print("fit:", ", ".join(f"{k}={v}" for k, v in shown.items()))
     print(f"test: mode={args.eval_mode}, radii={args.radii}, n_random={args.n_random}, "
           f"batch={args.batch}, occlusion={args.occlusion}")
     pd.set_option("display.width", 160, "display.max_columns", 20)
-    for path in [SAMPLE, *args.audio]:
-        spec = Spectrogram.from_audio(path, sr=16000, n_fft=400, hop=160,
-                                      normalize_dbfs=args.normalize_dbfs)
+    for path in [Path(sweep.input["audio"]), *args.audio]:
+        spec = load_input({**sweep.input, "audio": str(path)})
         K, T = spec.mag.shape
         print(f"\n== {path.name}: K={K}, T={T} ({spec.length / spec.sr:.2f} s)")
         t = time.perf_counter()
@@ -89,9 +78,9 @@ def main():
             print("the fit diverged; no evaluation")
             continue
         t = time.perf_counter()
-        df = faithfulness(spec, res, mode=args.eval_mode, radii=args.radii,
-                          n_random=args.n_random, batch=args.batch, occlusion=args.occlusion,
-                          seed=args.seed)
+        df = specblur.faithfulness(spec, res, mode=args.eval_mode, radii=args.radii,
+                                   n_random=args.n_random, batch=args.batch,
+                                   occlusion=args.occlusion, seed=settings["seed"])
         eval_s = time.perf_counter() - t
         print(f"evaluation: {eval_s:.1f} s ({df.attrs['model_calls']} model calls, "
               f"batched={df.attrs['batched']}, {len(df)} rows)")

@@ -25,7 +25,7 @@ import pandas as pd
 import specblur
 from specblur.audio import load_input
 from specblur.deletion import faithfulness, faithfulness_summary
-from specblur.segmentation import segment_stats
+from specblur.segmentation import DEFAULT_BANDS, segment_stats
 from specblur.sweep.config import load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,9 +64,27 @@ def study(path, sweep, settings, radii, seed):
     fields = pd.DataFrame({"run_id": path.stem, "epoch": settings["epochs"], "k": k, "t": t,
                            "r": res.r.ravel()})
     seg = segment_stats(fields, labels, sr=spec.sr, n_fft=spec.n_fft)
+    seg = seg.merge(kept_shares(res.r, spec, labels, res.settings["r_max"]),
+                    on=["label", "band"], how="left")
     seg.insert(0, "labels", kind)
     seg.insert(0, "clip", path.name)
     return rows, seg
+
+
+def kept_shares(r, spec, labels, r_max):
+    """Per label and band: the share of bins the map keeps sharp (``r < r_max / 2``) and
+    the share of that cell's magnitude they hold."""
+    freq = np.arange(r.shape[0]) * spec.sr / spec.n_fft
+    out = []
+    for label, frames in labels.groupby("label")["t"]:
+        cols = frames.to_numpy()
+        for band, (lo, hi) in DEFAULT_BANDS.items():
+            rows = (freq >= lo) & (freq < (np.inf if hi is None else hi))
+            rr, xx = r[np.ix_(rows, cols)], spec.mag[np.ix_(rows, cols)]
+            kept = rr < r_max / 2
+            out.append({"label": label, "band": band, "kept_bins": kept.mean(),
+                        "kept_magnitude": xx[kept].sum() / xx.sum() if xx.sum() else np.nan})
+    return pd.DataFrame(out)
 
 
 def main():
@@ -107,9 +125,14 @@ def main():
         wide = segs.pivot_table(index=["clip", "labels", "label"], columns="band",
                                 values="cell", aggfunc="first")
         print(wide.to_string())
-        pooled = segs.groupby(["labels", "label", "band"])["median"].median().unstack("band")
-        print("\n## Median over clips of the per-clip medians\n")
-        print(pooled.to_string(float_format=lambda v: f"{v:.3g}"))
+        for column, what in (("kept_bins", "share of bins kept sharp (r < r_max / 2)"),
+                             ("kept_magnitude", "share of the magnitude in those bins")):
+            print(f"\n## {what}, per clip\n")
+            print(segs.pivot_table(index=["clip", "labels", "label"], columns="band",
+                                   values=column).to_string(float_format=lambda v: f"{v:.3f}"))
+            pooled = segs.groupby(["labels", "label", "band"])[column].median().unstack("band")
+            print(f"\n## {what}: median over clips\n")
+            print(pooled.to_string(float_format=lambda v: f"{v:.3f}"))
     if args.out:
         ratios.to_csv(args.out, index=False)
         segs.to_csv(args.out.with_suffix(".segments.csv"), index=False)
