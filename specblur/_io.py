@@ -2,8 +2,10 @@
 rename) and content hashes."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -11,19 +13,27 @@ from typing import Callable
 from .errors import SpecblurError
 
 
+#: Temporary files are ``.<name>.<pid>.<random>.tmp``: the pid says whose they are.
+TEMPORARY = re.compile(r"\..+\.(\d+)\.[^./]+\.tmp")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)`` on a hidden temporary file next to ``path``, then rename it.
 
     Readers never see half a file, and Parquet readers skip the temporary (its name starts
-    with a dot). Missing parent folders are created. Returns ``path`` as a ``Path``.
+    with a dot). The file is flushed to disk before the rename, so a crash leaves the old
+    file or the new one. Missing parent folders are created. Returns ``path`` as a ``Path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o644)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -42,3 +52,58 @@ def file_sha256(path: str | os.PathLike) -> str:
     except OSError as exc:
         raise SpecblurError(f"cannot read input file {path}: {exc.strerror or exc}") from None
     return digest.hexdigest()
+
+
+def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_write` whose writer has died.
+
+    Only names of exactly that form are touched, and only when their process is gone: a
+    concurrent writer's temporaries and a user's own ``.tmp`` files are left alone.
+    """
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        match = TEMPORARY.fullmatch(tmp.name)
+        if match and not _alive(int(match.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, shared: bool = False, wait: bool = True,
+                note: Callable[[str], None] | None = None):
+    """An advisory lock (``flock``) on ``<folder>/.specblur.lock`` for the block.
+
+    The kernel releases it when its process dies, so a ``kill -9`` leaves no stale lock.
+    ``shared`` locks (readers) coexist; an exclusive one (a sweep) waits for every other.
+    Yields True if the lock was taken; with ``wait=False`` it may yield False at once.
+    ``note`` is told once when the lock is held by another process.
+    """
+    import fcntl
+
+    path = Path(folder) / ".specblur.lock"
+    with open(path, "a+") as fh:
+        kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(fh, kind | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if note:
+                note(f"another specblur process is using {folder}")
+            if not wait:
+                yield False
+                return
+            fcntl.flock(fh, kind)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

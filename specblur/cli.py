@@ -16,11 +16,23 @@ def _fail(prog, message):
     return 2
 
 
+def _io_fail(prog, exc):
+    """One line for an I/O fault, naming the file; status 1 (rerun once it is fixed)."""
+    where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+    print(f"{prog}: error: cannot write{where}: {exc.strerror or exc}; finished results are "
+          "kept, rerun once this is fixed", file=sys.stderr)
+    return 1
+
+
 def sweep_main(argv: list[str] | None = None) -> int:
     """Entry point of ``specblur-sweep grid.yaml [options]``."""
     parser = argparse.ArgumentParser(
         prog="specblur-sweep",
-        description="Run a grid of specblur fits described by a YAML sweep file.")
+        description="Run a grid of specblur fits described by a YAML sweep file.",
+        epilog="Sweep files are trusted code: a model of kind 'python' names a factory "
+               "(package.module:function) that specblur imports and calls, as Hydra's "
+               "_target_ does. Run only sweep files you would run as Python scripts. "
+               "--dry-run never calls a factory.")
     parser.add_argument("sweep", help="the YAML sweep file")
     parser.add_argument("--out", default="results", help="parent folder of the results (default: results)")
     parser.add_argument("--jobs", type=int, default=1, help="local worker processes (default: 1)")
@@ -57,6 +69,8 @@ def sweep_main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = None
         return 0
+    except OSError as exc:  # a full disk, a read-only folder: finished runs are kept
+        return _io_fail(parser.prog, exc)
     _print_summary(sweep, runs)
     return 1 if (runs[runs["run_id"].isin([r.run_id for r in sweep.runs])]["status"] == "failed").any() else 0
 
@@ -128,6 +142,8 @@ def report_main(argv: list[str] | None = None) -> int:
         page = write_report(args.folder, jobs=args.jobs)
     except SpecblurError as exc:
         return _fail(parser.prog, str(exc))
+    except OSError as exc:
+        return _io_fail(parser.prog, exc)
     print(page)
     return 0
 

@@ -101,7 +101,7 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
     field_init = np.ndim(r0) > 0
     if field_init:  # checked as a field below; None skips the scalar checks
         settings = {**settings, "m_init": None}
-    cfg = resolve(settings, where="fit")
+    cfg = resolve(settings, where="fit", m_init_field=field_init)
     r_max = resolved_r_max(cfg, X.shape[0])
     r0 = _check_field(r0, X.shape, cfg.param_kind, r_max) if field_init else cfg.m_init
     if not field_init:

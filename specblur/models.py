@@ -177,10 +177,14 @@ def check_model_input(spec: Mapping | str, *, sr: int, n_fft: int, hop: int | No
         the resemblyzer weights are not installed.
     """
     kind = spec if isinstance(spec, str) else spec.get("kind")
+    prefix = f"{where}: " if where else ""
+    fmax = None if isinstance(spec, str) else spec.get("fmax")
+    if kind in ("logmel", "mlp") and fmax is not None and float(fmax) > sr / 2:
+        raise SpecblurError(f"{prefix}model.fmax={fmax} is above the Nyquist frequency "
+                            f"{sr / 2:g} of the input (sr={sr})")
     needs = MODEL_INPUT.get(kind)
     if needs is None:
         return
-    prefix = f"{where}: " if where else ""
     have = {"sr": sr, "n_fft": n_fft, "hop": hop}
     wrong = [k for k in needs if have[k] is not None and int(have[k]) != needs[k]]
     if wrong:

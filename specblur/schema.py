@@ -3,6 +3,8 @@
 Modules import these names; none of them spells a column list or a shared default out
 again. SPEC §7 fixes the history and snapshot columns, SPEC §8 the results folder.
 """
+import re
+
 import numpy as np
 
 # --- input defaults (SPEC §8's sweep example, and the API's keyword defaults) -------------
@@ -57,3 +59,12 @@ TABLES = ("history", "fields", "outputs", "segments", "faithfulness")
 FAITHFULNESS_TYPES = {"run_id": str, "epoch": np.int32, "score": str, "R": np.float64,
                       "F": np.float64, "d": np.float64, "d_std": np.float64,
                       "n_bins": np.float64, "energy_share": np.float64, "options_digest": str}
+
+
+#: A run id: the first 12 hex digits of a sha256 (SPEC §8).
+RUN_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def is_run_id(value) -> bool:
+    """True for a string of 12 lowercase hex digits (ids become file names)."""
+    return isinstance(value, str) and RUN_ID.fullmatch(value) is not None

@@ -21,6 +21,8 @@ from .models import validate_model_spec
 __all__ = ["ENTROPY_REDUCE", "ID_NEUTRAL", "LAMBDA_ON", "MSE_NORM", "OPTIMIZERS", "PARAMS", "Param",
            "SETTINGS", "Settings", "check_m_init", "resolve", "resolved_r_max"]
 
+#: More updates than this is a typo, not a run (1e8 epochs of a 4 s clip take months).
+MAX_EPOCHS = 10 ** 8
 LAMBDA_ON = ("entropy", "mse")
 ENTROPY_REDUCE = ("sum", "mean")
 OPTIMIZERS = ("sgd", "adam")
@@ -93,7 +95,7 @@ class Settings(Mapping):
     beta1: float = _setting(0.9, float, low=0.0, high=1.0)
     beta2: float = _setting(0.999, float, low=0.0, high=1.0)
     adam_eps: float = _setting(1e-8, float, low=0.0)
-    epochs: int = _setting(1000, int, positive=True)
+    epochs: int = _setting(1000, int, positive=True, high=MAX_EPOCHS)
     log_every: int = _setting(1, int, positive=True)
     snapshot_every: Optional[int] = _setting(None, int, positive=True)
     r_max: Optional[float] = _setting(None, float)
@@ -101,7 +103,7 @@ class Settings(Mapping):
     tv_delta: float = _setting(1e-2, float)
     mse_norm: str = _setting("none", MSE_NORM)
     model: dict = _setting({"kind": "identity"}, dict)
-    seed: int = _setting(0, int)
+    seed: int = _setting(0, int, low=0, high=2 ** 32)
 
     # read-only mapping over the fields, in declaration order
     def __getitem__(self, key):
@@ -142,7 +144,7 @@ SETTINGS = {f.name: (f.metadata["kind"],
 _META = {f.name: f.metadata for f in fields(Settings)}
 
 
-def resolve(settings: Mapping, where: str = "settings") -> Settings:
+def resolve(settings: Mapping, where: str = "settings", *, m_init_field: bool = False) -> Settings:
     """Fill in defaults, cast every value to its declared type and check it.
 
     Parameters
@@ -151,11 +153,15 @@ def resolve(settings: Mapping, where: str = "settings") -> Settings:
         Any subset of the keys of ``SETTINGS``.
     where : str
         How messages name the source of the settings (a file, a run).
+    m_init_field : bool
+        ``m_init`` is a field, checked by the caller: here it must be None.
 
     Returns
     -------
     Settings
-        Every key of ``SETTINGS``, in its declared type.
+        Every key of ``SETTINGS``, in its declared type. An empty value (None, YAML's
+        null) is an error, except for keys whose default is None (``r_max``,
+        ``snapshot_every``): there it means the default.
 
     Raises
     ------
@@ -167,6 +173,9 @@ def resolve(settings: Mapping, where: str = "settings") -> Settings:
     for key, (kind, default) in SETTINGS.items():
         value = settings.get(key, default)
         name = f"{where}: {key}"
+        if value is None and default is not None and not (key == "m_init" and m_init_field):
+            raise SpecblurError(f"{name} is empty (null); give it a value or leave the key out "
+                                f"for its default {default!r}")
         if value is None:
             out[key] = None
         elif kind is float:
@@ -185,9 +194,12 @@ def resolve(settings: Mapping, where: str = "settings") -> Settings:
         meta = _META[key]
         if meta.get("positive") and out[key] is not None and out[key] <= 0:
             raise SpecblurError(f"{name} must be a positive integer, got {value!r}")
-        if "low" in meta and out[key] is not None and not meta["low"] <= out[key] < meta.get("high", float("inf")):
-            raise SpecblurError(f"{where}: {key} must be in [{meta['low']:g}, "
-                                f"{meta.get('high', float('inf')):g}), got {out[key]}")
+        low, high = meta.get("low", -float("inf")), meta.get("high", float("inf"))
+        if ("low" in meta or "high" in meta) and out[key] is not None \
+                and not low <= out[key] < high:
+            span = f"below {high:.10g}" if low == -float("inf") else \
+                f"in [{low:.10g}, {high:.10g})"
+            raise SpecblurError(f"{where}: {key} must be {span}, got {out[key]}")
     if out["snapshot_every"] is None:
         out["snapshot_every"] = out["epochs"]
     if Param.of(out["param"]).needs_positive_init and out["m_init"] is not None \

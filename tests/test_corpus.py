@@ -72,7 +72,7 @@ def test_list_glob_and_grid_forms(clips):
     assert [r.input.name for r in listed.runs] == ["a.wav", "b.wav"] * 2
     assert listed.runs[0].settings == listed.runs[1].settings
 
-    grid = load_sweep(sweep_file(clips, "sr: 8000", name="grid",
+    grid = load_sweep(sweep_file(clips, "normalize_dbfs: null", name="grid",
                                  rest="grid: {lam: [0.1, 1.0], input.audio: [a.wav, b.wav]}\n"))
     assert [r.run_id for r in grid.runs] == [r.run_id for r in listed.runs]
 
@@ -105,7 +105,7 @@ def test_segments_per_stem(clips):
      ["input.segments", "for input b.wav", "b.csv"]),
     ("audio: a.wav", "grid: {input.audio: [b.wav]}\n", ["not both"]),
     ("audio: a.wav", "grid: {input.hop: [16, 32]}\n", ["grid.input.hop", "input.audio"]),
-    ("sr: 8000", "grid: {input.audio: []}\n", ["grid.input.audio", "empty"]),
+    ("normalize_dbfs: null", "grid: {input.audio: []}\n", ["grid.input.audio", "empty"]),
 ])
 def test_bad_corpus_forms_name_the_key(clips, input_body, rest, needles):
     shutil.copyfile(clips / "a.wav", clips / "copy.wav")

@@ -10,6 +10,7 @@ also gets a section that pools the segment and faithfulness statistics over the 
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import sys
@@ -20,9 +21,9 @@ from urllib.parse import quote
 import matplotlib
 import pandas as pd
 
-from .._io import atomic_write
+from .._io import atomic_write, folder_lock
 from ..errors import SpecblurError
-from ..schema import INPUT_COLUMN
+from ..schema import INPUT_COLUMN, is_run_id
 from ..sweep.results import (input_magnitude, load_faithfulness, load_segments, ordered_runs,
                              original_audio, read_fields, read_geometry, read_runs, read_sweep)
 from .plots import (ALWAYS_SHOWN, RC, faithfulness_ratios, fmt, is_missing, plot_faithfulness,
@@ -117,11 +118,31 @@ def write_report(folder: str | os.PathLike, *, jobs: int | None = 1, dpi: int = 
         raise SpecblurError(f"results folder not found: {folder}")
     if not (folder / "runs.parquet").is_file():
         raise SpecblurError(f"{folder} is not a specblur results folder (no runs.parquet)")
+    note = lambda text: print(f"specblur-report: warning: {text} (a sweep is writing to it): "
+                              "runs it has not finished are not in this report",
+                              file=sys.stderr)  # noqa: E731
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(folder, shared=True, wait=False, note=note))
+        except OSError:  # a read-only folder: no sweep can be writing to it
+            pass
+        return _write_report(folder, jobs, dpi)
+
+
+def _write_report(folder, jobs, dpi):
+    """:func:`write_report` for a checked folder."""
     sweep = read_sweep(folder)
     try:
         runs = ordered_runs(read_runs(folder), sweep)
     except (OSError, ValueError) as exc:
         raise SpecblurError(f"cannot read {folder / 'runs.parquet'}: {exc}") from exc
+    valid = runs["run_id"].map(is_run_id)
+    for rid in runs.loc[~valid, "run_id"]:  # an id becomes a path: never follow a crafted one
+        print(f"specblur-report: warning: skipping run id {rid!r} in runs.parquet: a run id is "
+              "12 hex digits", file=sys.stderr)
+    runs = runs[valid].reset_index(drop=True)
+    for stale in (folder / "report").glob(".*.tmp"):  # left by a report that was killed
+        stale.unlink(missing_ok=True)
     geo = read_geometry(folder)
     keys = varying_settings(runs)
     X = {}  # each input's magnitudes once; runs without an input column use the first input

@@ -19,6 +19,7 @@ module does not change the backend of an interactive session.
 """
 from __future__ import annotations
 
+import functools
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -51,7 +52,8 @@ DB_RANGE = 80.0                       # dynamic range of the spectrogram plots
 NOT_SETTINGS = {"run_id", *RUN_COLUMNS, "seconds", "epoch"}
 AxesPair = Sequence[Axes]
 ALWAYS_SHOWN = ("lam", "lambda_on", "mode", "param", "m_init")
-RC = {"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+RC = {"text.parse_math": False,  # labels and settings are data: "$x$" is not mathtext
+      "font.size": 11, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
       "xtick.labelsize": 9, "ytick.labelsize": 9}
 
 # Parameter entries that many plotting functions share, substituted into their docstrings
@@ -900,3 +902,16 @@ def plot_faithfulness_summary(table: pd.DataFrame, F: float = 0.5, fig: Figure |
         fig.suptitle(title or "faithfulness across runs: map/random and map/gradient below 1, "
                      "anti/random above 1 mean a faithful map")
     return fig
+
+
+def _plain_text(plot):
+    """Run ``plot`` under :data:`RC`, so that no text it draws is read as mathtext."""
+    @functools.wraps(plot)
+    def wrapped(*args, **kwargs):
+        with matplotlib.rc_context(RC):
+            return plot(*args, **kwargs)
+    return wrapped
+
+
+for _name in [n for n in __all__ if n.startswith("plot_")]:
+    globals()[_name] = _plain_text(globals()[_name])

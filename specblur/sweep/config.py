@@ -31,7 +31,23 @@ TOP_KEYS = ("name", "input", "base", "runs", "grid", "seeds",
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e5`` and ``1e-6`` as floats (YAML 1.2 style)."""
+    """SafeLoader that also reads ``1e5`` and ``1e-6`` as floats (YAML 1.2 style), and
+    rejects a key given twice in one mapping (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        first = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str) and key in first:
+                raise _DuplicateKey(f"duplicate key {key!r} at line {line} (first given at "
+                                    f"line {first[key]})")
+            first.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    """A mapping of a sweep file names a key twice."""
 
 
 _Loader.add_implicit_resolver(
@@ -139,6 +155,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         raise SpecblurError(f"cannot read sweep file {where}: {exc.strerror or exc}") from None
     try:
         raw = yaml.load(text, Loader=_Loader)
+    except _DuplicateKey as exc:
+        raise SpecblurError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
@@ -291,5 +309,9 @@ def _check_seeds(seeds, where):
         seeds = [seeds]
     if not seeds:
         raise SpecblurError(f"{where}: seeds is an empty list")
-    return [to_int(s, f"{where}: seeds") for s in seeds]
+    seeds = [to_int(s, f"{where}: seeds") for s in seeds]
+    bad = [s for s in seeds if not 0 <= s < 2 ** 32]
+    if bad:
+        raise SpecblurError(f"{where}: seeds must be integers in [0, 2**32), got {bad[0]}")
+    return seeds
 

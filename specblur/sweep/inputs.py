@@ -20,6 +20,10 @@ from .segments import check_config as check_segments
 
 __all__ = ["GRID_INPUT_KEYS", "INPUT_KEYS", "Input", "expand_inputs", "split_grid"]
 
+#: The smallest valid input settings: an STFT needs at least 2 samples per frame.
+LOWEST = {"sr": 1, "n_fft": 2, "hop": 1}
+#: RMS levels a waveform may be scaled to: quieter is all but silence, louder clips.
+DBFS_RANGE = (-100.0, 0.0)
 INPUT_KEYS = {"audio": None, "spectrogram": None, "sr": SR, "n_fft": N_FFT, "hop": HOP,
               "normalize_dbfs": None,
               "segments": None}  # see specblur.sweep.segments.check_config
@@ -138,10 +142,14 @@ def expand_inputs(inp: object, folder: Path, where: str, grid_axes: dict | None 
     shared = {**INPUT_KEYS, **inp, "audio": None, "spectrogram": None}
     for k in ("sr", "n_fft", "hop"):
         shared[k] = to_int(shared[k], f"{where}: input.{k}")
-        if shared[k] <= 0:
-            raise SpecblurError(f"{where}: input.{k} must be positive, got {shared[k]}")
+        if shared[k] < LOWEST[k]:
+            raise SpecblurError(f"{where}: input.{k} must be at least {LOWEST[k]}, got {shared[k]}")
     if shared["normalize_dbfs"] is not None:
-        shared["normalize_dbfs"] = to_float(shared["normalize_dbfs"], f"{where}: input.normalize_dbfs")
+        level = to_float(shared["normalize_dbfs"], f"{where}: input.normalize_dbfs")
+        if not DBFS_RANGE[0] <= level <= DBFS_RANGE[1]:
+            raise SpecblurError(f"{where}: input.normalize_dbfs must lie in [{DBFS_RANGE[0]:g}, "
+                                f"{DBFS_RANGE[1]:g}] dBFS, got {level:g}")
+        shared["normalize_dbfs"] = level
     inputs, stems, digests = [], {}, {}
     for name, file in files:
         stem = file.stem

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ import yaml
 from .._io import atomic_write, file_sha256
 from ..errors import SpecblurError
 from ..schema import (FAITHFULNESS_TYPES, FIELD_NAMES, FIELD_TYPES, OUTPUT_TYPES,
-                      SEGMENT_COLUMNS, TABLES)
+                      SEGMENT_COLUMNS, TABLES, is_run_id)
 
 __all__ = ["Results", "faithfulness_frame", "field_array", "fields_frame", "flatten_settings",
            "input_magnitude", "load", "load_faithfulness", "load_segments", "original_audio",
@@ -52,12 +53,6 @@ def write_yaml(path: str | os.PathLike, data: dict) -> Path:
     """Write a mapping as YAML, atomically."""
     text = yaml.safe_dump(data, sort_keys=False)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def remove_stale_temporaries(folder: str | os.PathLike) -> None:
-    """Delete temporary files that an interrupted sweep left behind."""
-    for tmp in Path(folder).rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def read_sweep(folder: str | os.PathLike) -> dict:
@@ -214,12 +209,25 @@ def load_faithfulness(folder: str | os.PathLike) -> pd.DataFrame:
     return _typed([pd.read_parquet(f) for f in files], FAITHFULNESS_TYPES)
 
 
-def read_runs(folder: str | os.PathLike) -> pd.DataFrame:
-    """The ``runs.parquet`` table of a results folder, or an empty one."""
+def read_runs(folder: str | os.PathLike, *, recover: bool = False) -> pd.DataFrame:
+    """The ``runs.parquet`` table of a results folder, or an empty one.
+
+    An unreadable table (a truncated file) raises a SpecblurError naming it; with
+    ``recover`` it is renamed to ``runs.parquet.unreadable`` and an empty table is
+    returned, so that a rerun writes every run again (the per-run tables stay).
+    """
     path = Path(folder) / "runs.parquet"
     if not path.exists():
         return pd.DataFrame({"run_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        if not recover:
+            raise SpecblurError(f"cannot read {path}: {exc}") from None
+        os.replace(path, path.with_name("runs.parquet.unreadable"))
+        print(f"specblur-sweep: warning: {path} is unreadable ({exc}); it is kept as "
+              "runs.parquet.unreadable, and every run of this sweep runs again", file=sys.stderr)
+        return read_runs(folder)
 
 
 def flatten_settings(settings: Mapping) -> dict:
@@ -286,6 +294,8 @@ def read_fields(folder: str | os.PathLike, run_id: str, epochs: str | Sequence[i
     pandas.DataFrame
         The rows of those snapshots (empty when the run has no fields file).
     """
+    if not is_run_id(run_id):
+        raise SpecblurError(f"{run_id!r} is not a run id (12 hex digits)")
     path = Path(folder) / "fields" / f"{run_id}.parquet"
     if not path.is_file():
         return pd.DataFrame({c: [] for c in (columns or ("epoch", "k", "t", "r"))})

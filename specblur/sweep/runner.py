@@ -1,6 +1,7 @@
 """Running a sweep: resume, execute runs locally or on Dask, write results atomically."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -12,9 +13,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._io import folder_lock, remove_dead_temporaries
 from ..audio import Spectrogram, load_input, write_wav
 from ..errors import SpecblurError
 from ..fitting import fit
+from ..models import make_model
 from ..schema import FINISHED, INPUT_COLUMN, METRICS
 from ..settings import Settings
 from . import results
@@ -53,14 +56,29 @@ class Task:
     input: str = ""
 
 
+#: A run that failed for one of these (a full disk, a read-only or forbidden folder) did
+#: not fail by itself: a plain rerun retries it.
+IO_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)
+
+
 def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
-         retry_failed: bool = False) -> tuple[dict, list]:
-    """Split a sweep's runs into finished ones (with their status) and those to run."""
-    previous = results.read_runs(folder)
+         retry_failed: bool = False, recover: bool = False) -> tuple[dict, list]:
+    """Split a sweep's runs into finished ones (with their status) and those to run.
+
+    Runs that failed because of an I/O fault (:data:`IO_ERRNOS`) are run again.
+    """
+    previous = results.read_runs(folder, recover=recover)
     status = dict(zip(previous["run_id"].astype(str), previous["status"]))
+    errors = dict(zip(previous["run_id"].astype(str), previous.get("error", pd.Series(
+        [""] * len(previous), index=previous.index)).fillna("").astype(str)))
     keep = () if force else FINISHED + (() if retry_failed else ("failed",))
-    todo = [run for run in sweep.runs if status.get(run.run_id) not in keep]
+    todo = [run for run in sweep.runs if status.get(run.run_id) not in keep
+            or (status.get(run.run_id) == "failed" and _io_fault(errors.get(run.run_id, "")))]
     return status, todo
+
+
+def _io_fault(error: str) -> bool:
+    return any(f"[Errno {code}]" in error for code in IO_ERRNOS)
 
 
 def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, device: str = "cpu",
@@ -90,14 +108,28 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
     folder = Path(out) / sweep.name
     # each input once, in this process; this checks them before anything is written
     specs = {inp.name: load_input(inp.settings) for inp in sweep.inputs}
-    folder.mkdir(parents=True, exist_ok=True)
-    results.remove_stale_temporaries(folder)
+    _check_before_runs(sweep, specs)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SpecblurError(f"cannot make the results folder {folder}: a file is in the "
+                            "way (choose another --out or sweep name)") from None
+    note = lambda text: print(f"specblur-sweep: {text}; waiting for it", file=sys.stderr,
+                              flush=True)  # noqa: E731
+    with folder_lock(folder, note=note):
+        return _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed)
+
+
+def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed):
+    """:func:`run_sweep` once this process holds the results folder's lock."""
+    _check_same_sweep(sweep, folder)
+    remove_dead_temporaries(folder)
     results.write_yaml(folder / "sweep.yaml", sweep.resolved())
     for inp in sweep.inputs:
         if specs[inp.name].waveform is not None:
             write_wav(results.original_wav(folder, inp.stem), specs[inp.name].waveform,
                       specs[inp.name].sr)
-    _, todo = plan(sweep, folder, force, retry_failed)
+    _, todo = plan(sweep, folder, force, retry_failed, recover=True)
     tasks = [Task(run.run_id, run.settings, specs[run.input.name], str(folder.resolve()),
                   device, run.input.name) for run in todo]
     interactive = sys.stderr.isatty()
@@ -133,6 +165,36 @@ def _finished(folder, sweep, statuses):
     runs = results.read_runs(folder)
     ids = set(runs[runs["status"].isin(statuses)]["run_id"].astype(str))
     return [run for run in sweep.runs if run.run_id in ids]
+
+
+def _check_same_sweep(sweep, folder):
+    """Refuse a results folder that another sweep file wrote (same ``name``, other file)."""
+    previous = results.read_sweep(folder).get("source")
+    if previous and previous != str(sweep.path):
+        raise SpecblurError(
+            f"{sweep.path}: the results folder {folder} belongs to the sweep file {previous} "
+            "(both are named {0!r}); give one of them another name, or use another --out"
+            .format(sweep.name))
+
+
+def _check_before_runs(sweep, specs):
+    """Refuse silent inputs, and build each plug-in model once so that a factory that
+    fails, or returns no ``forward``/``vjp``, stops the sweep before any run starts."""
+    for name, spec in specs.items():
+        if not spec.mag.any():
+            raise SpecblurError(f"{sweep.path}: input {name} is silent (all zero): there is "
+                                "nothing to blur, and every run would end with D = 0")
+    first = next(iter(specs.values()))
+    seen = []
+    for run in sweep.runs:
+        model = run.settings.model
+        if model["kind"] == "python" and model not in seen:
+            seen.append(model)
+            try:
+                make_model(model, sr=first.sr, n_fft=first.n_fft, n_bins=first.mag.shape[0],
+                           seed=run.settings.seed)
+            except SpecblurError as exc:
+                raise SpecblurError(f"{sweep.path}: {exc}") from None
 
 
 def _record(folder, row):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -113,6 +114,10 @@ def write_sweep_segments(folder: str | os.PathLike, config: dict, spec: Spectrog
     """
     folder = Path(folder)
     labels = frame_table_for(config, spec)
+    if labels.empty and run_ids:
+        print(f"specblur-sweep: warning: the segments {config['source']} label no frame of "
+              f"this input (T = {spec.mag.shape[1]} frames of {spec.hop / spec.sr:g} s): its "
+              "segment tables are empty", file=sys.stderr)
     written = []
     for rid in run_ids:
         fields = read_fields(folder, rid, epochs="last", columns=("epoch", "k", "t", "r"))

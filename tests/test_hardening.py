@@ -1,0 +1,263 @@
+"""Values that used to slip through validation (issue 13, items 2, 5 and 7).
+
+Each bad sweep ends with exit status 2, one message naming the file and the key, and
+nothing written; degenerate but valid inputs run with a warning.
+"""
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from specblur.cli import sweep_main
+
+SR = 8000
+HEAD = "name: h\ninput: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32}\n"
+
+
+def write_wav(path, seconds=0.3, silent=False):
+    t = np.arange(int(seconds * SR)) / SR
+    y = np.zeros_like(t) if silent else 0.3 * np.sin(2 * np.pi * 440.0 * t)
+    sf.write(str(path), y, SR, subtype="PCM_16")
+
+
+def run(tmp_path, capsys, text, *args):
+    if not (tmp_path / "a.wav").exists():
+        write_wav(tmp_path / "a.wav")
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(text))
+    capsys.readouterr()
+    rc = sweep_main([str(path), "--out", str(tmp_path / "out"), *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+BAD = {
+    "empty lambda_on": (HEAD + "base: {epochs: 2, lambda_on: }\n", ["lambda_on", "empty"]),
+    "empty m_init": (HEAD + "base:\n  epochs: 2\n  m_init:\n", ["m_init", "empty"]),
+    "empty mode": (HEAD + "runs: [{mode: }]\n", ["mode", "empty"]),
+    "empty lr": (HEAD + "base: {lr: }\n", ["lr", "empty"]),
+    "empty model": (HEAD + "base: {model: }\n", ["model", "empty"]),
+    "duplicate section": (HEAD + "grid: {lam: [1, 2]}\ngrid: {lam: [3]}\n",
+                          ["duplicate key 'grid' at line 4", "line 3"]),
+    "duplicate setting": (HEAD + "base:\n  lam: 1\n  lam: 2\n",
+                          ["duplicate key 'lam' at line 5", "line 4"]),
+    "seed too large": (HEAD + "seeds: [18446744073709551616]\n", ["seeds", "2**32"]),
+    "negative seed": (HEAD + "seeds: [-1]\n", ["seeds", "-1"]),
+    "epochs 1e12": (HEAD + "base: {epochs: 1e12}\n", ["epochs", "below 100000000"]),
+    "n_fft 1": ("name: h\ninput: {audio: a.wav, sr: 8000, n_fft: 1, hop: 32}\n",
+                ["input.n_fft", "at least 2"]),
+    "loud dbfs": ("name: h\ninput: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32, "
+                  "normalize_dbfs: 7000}\n", ["input.normalize_dbfs", "[-100, 0]"]),
+    "quiet dbfs": ("name: h\ninput: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32, "
+                   "normalize_dbfs: -7000}\n", ["input.normalize_dbfs"]),
+    "fmax above nyquist": (HEAD + "base: {model: {kind: logmel, n_mels: 4, fmax: 9000}}\n",
+                           ["fmax", "Nyquist"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_value_is_one_error_and_nothing_is_written(tmp_path, capsys, case):
+    text, needles = BAD[case]
+    rc, out, err = run(tmp_path, capsys, text)
+    assert rc == 2, (out, err)
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert "s.yaml" in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_null_means_the_default_where_the_default_is_unset(tmp_path, capsys):
+    rc, out, err = run(tmp_path, capsys, HEAD + "base: {epochs: 2, r_max: null, "
+                       "snapshot_every: null, param: softplus, m_init: 2}\n", "--dry-run")
+    assert rc == 0, err
+
+
+def test_silent_input_is_refused_before_any_run(tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", silent=True)
+    rc, out, err = run(tmp_path, capsys, HEAD + "base: {epochs: 2}\n")
+    assert rc == 2 and "silent" in err and "a.wav" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_segments_past_the_audio_give_a_warning(tmp_path, capsys):
+    (tmp_path / "late.csv").write_text("start,end,label\n5.0,6.0,V\n")
+    text = ("name: h\ninput: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32, "
+            "segments: late.csv}\nbase: {epochs: 2}\n")
+    rc, out, err = run(tmp_path, capsys, text)
+    assert rc == 0, err
+    assert "warning" in err and "late.csv" in err and "label no frame" in err
+
+
+FACTORY = '''
+from pathlib import Path
+
+class NoVjp:
+    def forward(self, Y):
+        return Y
+
+def make(sr, n_fft, n_bins, seed, marker):
+    Path(marker).write_text("called")
+    return NoVjp()
+'''
+
+
+def test_plugin_without_vjp_stops_before_any_run_and_dry_run_never_calls_it(
+        tmp_path, capsys, monkeypatch):
+    (tmp_path / "noplugin.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    marker = tmp_path / "called.txt"
+    text = HEAD + (f"base: {{epochs: 2, model: {{kind: python, factory: 'noplugin:make', "
+                   f"marker: '{marker}'}}}}\n")
+    rc, out, err = run(tmp_path, capsys, text, "--dry-run")
+    assert rc == 0 and not marker.exists(), err
+    rc, out, err = run(tmp_path, capsys, text)
+    assert rc == 2 and marker.exists()
+    assert "vjp" in err and "noplugin:make" in err
+    assert not (tmp_path / "out" / "h" / "runs.parquet").exists()
+
+
+def test_help_says_sweep_files_are_trusted_code(capsys):
+    with pytest.raises(SystemExit):
+        sweep_main(["--help"])
+    assert "trusted code" in capsys.readouterr().out
+
+
+# --- the report (issue 13, item 6) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A finished one-run sweep whose segment label would be mathtext."""
+    from specblur.sweep.config import load_sweep
+    from specblur.sweep.runner import run_sweep
+
+    root = tmp_path_factory.mktemp("labelled")
+    write_wav(root / "a.wav")
+    (root / "s.csv").write_text("start,end,label\n0.0,0.15,$\\foo$\n0.15,0.3,V\n")
+    (root / "s.yaml").write_text("name: h\ninput: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32, "
+                                 "segments: s.csv}\nbase: {epochs: 2}\n")
+    run_sweep(load_sweep(root / "s.yaml"), out=root / "out")
+    return root / "out" / "h"
+
+
+def test_report_draws_labels_that_look_like_mathtext(labelled, capsys):
+    from specblur.cli import report_main
+
+    assert report_main([str(labelled), "--jobs", "1"]) == 0
+    assert (labelled / "report" / "segments.png").is_file()
+
+
+def test_report_skips_crafted_run_ids_and_stale_temporaries(labelled, capsys, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from specblur.cli import report_main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(labelled, copy)
+    runs = pd.read_parquet(copy / "runs.parquet")
+    crafted = runs.iloc[[0]].assign(run_id="../../x")
+    pd.concat([runs, crafted]).to_parquet(copy / "runs.parquet")
+    stale = copy / "report" / ".0123456789ab.png.abc.tmp"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"half a png")
+    capsys.readouterr()
+    assert report_main([str(copy), "--jobs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "skipping run id '../../x'" in err
+    assert not stale.exists()
+    assert not (tmp_path / "x.png").exists() and not (copy.parent / "x.png").exists()
+    assert "../../x" not in (copy / "report.html").read_text()
+
+
+# --- results folders: I/O faults, concurrency, ownership (issue 13, items 1, 3, 4) ------
+
+
+def test_out_that_is_a_file_is_one_error(tmp_path, capsys):
+    (tmp_path / "out").write_text("not a folder")
+    rc, out, err = run(tmp_path, capsys, HEAD + "base: {epochs: 2}\n")
+    assert rc == 2 and "Traceback" not in err and "a file is in the way" in err
+
+
+def test_truncated_runs_table_is_named_then_recovered(tmp_path, capsys):
+    text = HEAD + "base: {epochs: 2}\n"
+    assert run(tmp_path, capsys, text)[0] == 0
+    table = tmp_path / "out" / "h" / "runs.parquet"
+    table.write_bytes(table.read_bytes()[:40])
+    rc, out, err = run(tmp_path, capsys, text, "--dry-run")
+    assert rc == 2 and "runs.parquet" in err and err.count("\n") == 1
+    rc, out, err = run(tmp_path, capsys, text)
+    assert rc == 0 and "unreadable" in err
+    assert (table.parent / "runs.parquet.unreadable").is_file()
+    import pandas as pd
+    assert list(pd.read_parquet(table)["status"]) == ["done"]
+
+
+def test_a_run_that_failed_on_a_full_disk_is_retried_by_a_plain_rerun(tmp_path, capsys):
+    import pandas as pd
+
+    text = HEAD + "base: {epochs: 2}\nruns: [{lam: 1}, {lam: 2}]\n"
+    assert run(tmp_path, capsys, text)[0] == 0
+    table = tmp_path / "out" / "h" / "runs.parquet"
+    runs = pd.read_parquet(table)
+    runs.loc[0, ["status", "error"]] = ["failed", "OSError: [Errno 28] No space left on device"]
+    runs.loc[1, ["status", "error"]] = ["failed", "RuntimeError: the model broke"]
+    runs.to_parquet(table)
+    rc, out, err = run(tmp_path, capsys, text, "--dry-run")
+    assert "2 runs, 1 to run" in out
+    assert run(tmp_path, capsys, text)[0] == 1  # the model's own failure stays failed
+    assert sorted(pd.read_parquet(table)["status"]) == ["done", "failed"]
+
+
+def test_only_dead_writers_temporaries_are_removed(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    text = HEAD + "base: {epochs: 2}\n"
+    assert run(tmp_path, capsys, text)[0] == 0
+    folder = tmp_path / "out" / "h"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    mine = folder / "history" / f".x.parquet.{os.getpid()}.abc123.tmp"
+    gone = folder / "history" / f".x.parquet.{dead}.abc123.tmp"
+    user = folder / "notes" / ".draft.tmp"
+    user.parent.mkdir()
+    for path in (mine, gone, user):
+        path.write_text("x")
+    assert run(tmp_path, capsys, text)[0] == 0
+    assert mine.exists() and user.exists() and not gone.exists()
+
+
+def test_another_sweep_file_with_the_same_name_is_refused(tmp_path, capsys):
+    assert run(tmp_path, capsys, HEAD + "base: {epochs: 2}\n")[0] == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    write_wav(other / "a.wav")
+    (other / "s.yaml").write_text(HEAD + "base: {epochs: 2}\n")
+    capsys.readouterr()
+    rc = sweep_main([str(other / "s.yaml"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "belongs to the sweep file" in err
+
+
+def test_two_concurrent_sweeps_on_one_folder_keep_every_run(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    write_wav(tmp_path / "a.wav")
+    (tmp_path / "s.yaml").write_text(HEAD + "base: {epochs: 3}\ngrid: {lam: [1, 2, 3, 4, 5, 6]}\n")
+    # without the folder's lock, both would run every run and race on runs.parquet
+    procs = [subprocess.Popen([sys.executable, "-m", "specblur.cli", str(tmp_path / f),
+                               "--out", str(tmp_path / "out")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for f in ("s.yaml", "s.yaml")]
+    for proc in procs:
+        proc.communicate(timeout=240)
+    runs = pd.read_parquet(tmp_path / "out" / "h" / "runs.parquet")
+    assert sorted(runs["lam"]) == [1, 2, 3, 4, 5, 6]
+    assert (runs["status"] == "done").all()
