@@ -5,6 +5,10 @@ The kernels work on tiles of ``TILE`` neighbouring frames and walk along frequen
 the frames innermost, so every access to the arrays is contiguous. Each tile uses
 O(K * TILE) float64 scratch.
 
+Frame indices are cast to unsigned (``_col``): Numba wraps negative signed indices
+around, and that select on ``t0 + j`` kept LLVM from vectorising the frame loops with plain
+contiguous loads and stores (it used gathers and scalar stores instead).
+
 Both kernels return the number of non-finite values among their inputs, counted as they
 read them: the public API rejects such input after the call, with no pass of its own.
 """
@@ -23,6 +27,12 @@ bin_vjp = _bins.bin_vjp
 def _non_finite(v):
     """1 if ``v`` is NaN or infinite, else 0 (a select, so loops stay vectorisable)."""
     return 0 if abs(v) < np.inf else 1
+
+
+@jit(inline="always")
+def _col(t0, j):
+    """Frame ``t0 + j`` as an unsigned index: no wraparound check, so loops vectorise."""
+    return np.uint64(t0 + j)
 
 
 @jit(inline="always")
@@ -49,8 +59,8 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
         tile_bad = 0
         for p in range(K):
             for j in range(width):
-                r = np.float64(R[b, p, t0 + j])
-                x = np.float64(X[b, p, t0 + j])
+                r = np.float64(R[b, p, _col(t0, j)])
+                x = np.float64(X[b, p, _col(t0, j)])
                 tile_bad += _non_finite(x) + _non_finite(r)
                 own[p, j] = scatter_source(d2, j, p, K, r, x, mode)
         bad += tile_bad
@@ -60,7 +70,7 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
             for j in range(width):
                 slope[j] += d2[i, j]
                 value[j] += slope[j]
-                Y[b, i, t0 + j] = value[j] + own[i, j]
+                Y[b, i, _col(t0, j)] = value[j] + own[i, j]
     return bad
 
 
@@ -80,18 +90,18 @@ def blur_backward(X: np.ndarray, R: np.ndarray, G: np.ndarray, mode: int, dX: np
         P1 = np.zeros((K + 1, TILE))
         for i in range(K):
             for j in range(width):
-                g = np.float64(G[b, i, t0 + j])
+                g = np.float64(G[b, i, _col(t0, j)])
                 P0[i + 1, j] = P0[i, j] + g
                 P1[i + 1, j] = P1[i, j] + i * g
         tile_bad = 0
         for p in range(K):
             for j in range(width):
-                r = np.float64(R[b, p, t0 + j])
-                x = np.float64(X[b, p, t0 + j])
-                g = np.float64(G[b, p, t0 + j])
+                r = np.float64(R[b, p, _col(t0, j)])
+                x = np.float64(X[b, p, _col(t0, j)])
+                g = np.float64(G[b, p, _col(t0, j)])
                 tile_bad += _non_finite(x) + _non_finite(r) + _non_finite(g)
                 gx, gr = bin_vjp(P0, P1, j, p, K, r, x, g, mode)
-                dX[b, p, t0 + j] = gx
-                dR[b, p, t0 + j] = gr
+                dX[b, p, _col(t0, j)] = gx
+                dR[b, p, _col(t0, j)] = gr
         bad += tile_bad
     return bad
