@@ -35,10 +35,8 @@ def alternate(fns, repeat):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--K", type=int, default=257)
-    ap.add_argument("--T", type=int, default=501)
-    ap.add_argument("--repeat", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=1)
+    for name, default in (("K", 257), ("T", 501), ("repeat", 300), ("threads", 1)):
+        ap.add_argument(f"--{name}", type=int, default=default)
     ap.add_argument("--fresh-pages", action="store_true",
                     help="skip the heap warm-up: outputs come from mmap, with page faults")
     args = ap.parse_args()

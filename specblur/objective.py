@@ -173,6 +173,12 @@ def _g_mse(dr, drdm, i, unit):
     return dr[i] if unit else dr[i] * drdm[i]
 
 
+@jit(inline="always")
+def _moments(c, s1, s2, n):
+    """Mean and population variance of ``n`` values from their sums ``s1``, ``s2`` around ``c``."""
+    return c + s1 / n, max(s2 / n - (s1 / n) ** 2, 0.0)
+
+
 @parallel_jit(error_model="numpy")  # x / 0 is inf or NaN (log(0) is counted), not an exception
 def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, lr, beta1,
             beta2, adam_eps, step, mom1, mom2, g_mse, g_ent, m_next, stats):
@@ -207,7 +213,7 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     parts = np.empty((nblocks, _NPART))
     for blk in prange(nblocks):
         s1a = s2a = s1b = s2b = s1m = s2m = h = 0.0
-        ident = neg = zero = bad = 0
+        ident = neg = zero = bad = 0.0  # counts as floats, exact below 2**53
         m_min = np.inf
         m_max = -np.inf
         for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
@@ -246,19 +252,9 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
                     new = mi - lr * g
                 m_next[i] = new
                 bad += not abs(new) < np.inf
-        parts[blk, 0] = s1a
-        parts[blk, 1] = s2a
-        parts[blk, 2] = s1b
-        parts[blk, 3] = s2b
-        parts[blk, 4] = s1m
-        parts[blk, 5] = s2m
-        parts[blk, 6] = ident
-        parts[blk, 7] = neg
-        parts[blk, 8] = m_min
-        parts[blk, 9] = m_max
-        parts[blk, 10] = zero
-        parts[blk, 11] = h
-        parts[blk, 12] = bad
+        block = (s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, zero, h, bad)
+        for k in range(_NPART):
+            parts[blk, k] = block[k]
     total = np.zeros(_NPART)
     m_lo = np.inf
     m_hi = -np.inf
@@ -267,13 +263,10 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
             total[k] += parts[blk, k]
         m_lo = min(m_lo, parts[blk, 8])
         m_hi = max(m_hi, parts[blk, 9])
-    s1a, s2a, s1b, s2b, s1m, s2m = total[0], total[1], total[2], total[3], total[4], total[5]
-    stats[0] = ca + s1a / n
-    stats[1] = max(s2a / n - (s1a / n) ** 2, 0.0)
-    stats[2] = cb + s1b / n
-    stats[3] = max(s2b / n - (s1b / n) ** 2, 0.0)
-    stats[4] = cm + s1m / n
-    stats[5] = math.sqrt(max(s2m / n - (s1m / n) ** 2, 0.0))
+    stats[0], stats[1] = _moments(ca, total[0], total[1], n)
+    stats[2], stats[3] = _moments(cb, total[2], total[3], n)
+    stats[4], var_m = _moments(cm, total[4], total[5], n)
+    stats[5] = math.sqrt(var_m)
     stats[6] = m_lo
     stats[7] = m_hi
     stats[8] = total[6] / n
