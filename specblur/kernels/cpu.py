@@ -1,9 +1,9 @@
 """CPU blur kernels: ``numba.njit(parallel=True)`` over tiles of frames.
 
 Frequency is axis -2 of a C-ordered ``(B, K, T)`` array, so one frame is a strided column.
-The kernels work on tiles of ``TILE`` neighbouring frames and walk along frequency with
-the frames innermost, so every access to the arrays is contiguous. Each tile uses
-O(K * TILE) float64 scratch.
+The kernels work on tiles of ``TILE`` neighbouring frames (``WIDE_TILE`` for long inputs)
+and walk along frequency with the frames innermost, so every access to the arrays is
+contiguous. Each tile uses O(K * tile width) float64 scratch.
 
 Frame indices are cast to unsigned (``_col``): Numba wraps negative signed indices
 around, and that select on ``t0 + j`` kept LLVM from vectorising the frame loops with plain
@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from . import _scalar
-from ._numba import TILE, jit, parallel_jit
+from ._numba import TILE, WIDE_FROM, WIDE_TILE, jit, parallel_jit
 
 _bins = _scalar.build(jit(inline="always"))
 scatter_source = _bins.scatter_source
@@ -36,11 +36,18 @@ def _col(t0, j):
 
 
 @jit(inline="always")
-def _tile(job, ntiles, T):
+def _tiling(T):
+    """Frames per tile (``TILE``, or ``WIDE_TILE`` for long inputs) and tiles per item."""
+    tile = WIDE_TILE if T >= WIDE_FROM else TILE
+    return tile, (T + tile - 1) // tile
+
+
+@jit(inline="always")
+def _tile(job, ntiles, T, tile):
     """Batch item, first frame and width of tile number ``job``."""
     b = job // ntiles
-    t0 = (job - b * ntiles) * TILE
-    return b, t0, min(TILE, T - t0)
+    t0 = (job - b * ntiles) * tile
+    return b, t0, min(tile, T - t0)
 
 
 @parallel_jit
@@ -50,12 +57,12 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
     Returns the number of non-finite values in ``X`` and ``R`` (``Y`` is then meaningless).
     """
     nb, K, T = X.shape
-    ntiles = (T + TILE - 1) // TILE
+    tile, ntiles = _tiling(T)
     bad = 0
     for job in prange(nb * ntiles):
-        b, t0, width = _tile(job, ntiles, T)
-        d2 = np.zeros((K + 2, TILE))
-        own = np.empty((K, TILE))
+        b, t0, width = _tile(job, ntiles, T, tile)
+        d2 = np.zeros((K + 2, tile))
+        own = np.empty((K, tile))
         tile_bad = 0
         for p in range(K):
             for j in range(width):
@@ -64,8 +71,8 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
                 tile_bad += _non_finite(x) + _non_finite(r)
                 own[p, j] = scatter_source(d2, j, p, K, r, x, mode)
         bad += tile_bad
-        slope = np.zeros(TILE)
-        value = np.zeros(TILE)
+        slope = np.zeros(tile)
+        value = np.zeros(tile)
         for i in range(K):
             for j in range(width):
                 slope[j] += d2[i, j]
@@ -82,12 +89,12 @@ def blur_backward(X: np.ndarray, R: np.ndarray, G: np.ndarray, mode: int, dX: np
     Returns the number of non-finite values in ``X``, ``R`` and ``G``.
     """
     nb, K, T = X.shape
-    ntiles = (T + TILE - 1) // TILE
+    tile, ntiles = _tiling(T)
     bad = 0
     for job in prange(nb * ntiles):
-        b, t0, width = _tile(job, ntiles, T)
-        P0 = np.zeros((K + 1, TILE))
-        P1 = np.zeros((K + 1, TILE))
+        b, t0, width = _tile(job, ntiles, T, tile)
+        P0 = np.zeros((K + 1, tile))
+        P1 = np.zeros((K + 1, tile))
         for i in range(K):
             for j in range(width):
                 g = np.float64(G[b, i, _col(t0, j)])
