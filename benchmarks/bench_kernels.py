@@ -6,14 +6,21 @@ ArrayFire code did; (c) where torch is installed, the same dense construction un
 PyTorch autograd; and (s) one streaming pass over arrays of the same size.
 
     python benchmarks/bench_kernels.py [--K 257] [--T 500] [--repeat 20]
+    python benchmarks/bench_kernels.py --api-ratio [--K 257] [--T 300] [--repeat 300]
+
+``--api-ratio`` prints only the ratio of ``specblur.blur`` + ``specblur.blur_vjp`` (the public
+API, one thread, radii U(0, 2K)) to the streaming pass (s), the two timed alternately in
+the same process, best of ``--repeat`` each.
 """
 import argparse
 import math
+import time
 
 import numba
 import numpy as np
 from numba import njit, prange
 
+import specblur
 from specblur.kernels import MODE_CODES, cpu
 from _timing import best_of
 
@@ -75,9 +82,15 @@ def torch_forward_vjp(torch, X, R, G):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--K", type=int, default=257)
-    ap.add_argument("--T", type=int, default=500)
-    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--T", type=int, default=None, help="frames (default 500, 300 with --api-ratio)")
+    ap.add_argument("--repeat", type=int, default=None, help="runs (default 20, 300 with --api-ratio)")
+    ap.add_argument("--api-ratio", action="store_true",
+                    help="only the public API's fwd + vjp over the streaming pass, one thread")
     args = ap.parse_args()
+    if args.api_ratio:
+        return api_ratio(args.K, args.T or 300, args.repeat or 300)
+    args.T = args.T or 500
+    args.repeat = args.repeat or 20
     K, T = args.K, args.T
     rng = np.random.default_rng(0)
     X = rng.random((K, T))
@@ -90,17 +103,8 @@ def main():
     except ImportError:
         torch = None
 
-    def stream():
-        A = X + G
-        B = X * G
-        np.add(A, X, out=A)
-        np.multiply(B, G, out=B)
-
-    # glibc serves the two 1 MB temporaries with mmap (page faults, ~1 ms here) until a
-    # larger mmapped block has been freed, which raises its threshold; any longer
-    # computation has done that already, so do it once here.
-    del_me = np.empty(4 << 20, dtype=np.uint8)
-    del del_me
+    stream = _streaming(X, G)
+    _raise_mmap_threshold()
 
     radii = {"U(1,3)": (1, 3), "U(0,2K)": (0, 2 * K), "U(0,4K)": (0, 4 * K)}
     threads = sorted({1, numba.config.NUMBA_NUM_THREADS})
@@ -139,6 +143,52 @@ def main():
                 print(row)
         print("cost of U(0,4K) relative to U(1,3): "
               + ", ".join(f"{m} {v:.2f}" for m, v in _spread(base, rng, K, T, X3, G3, args.repeat).items()))
+
+
+def _streaming(X, G):
+    """One cache-resident streaming pass over arrays of the shape of ``X`` (baseline s)."""
+    def stream():
+        A = X + G
+        B = X * G
+        np.add(A, X, out=A)
+        np.multiply(B, G, out=B)
+    return stream
+
+
+def _raise_mmap_threshold():
+    """Free one big mmapped block, so that glibc serves MB-sized arrays from its heap.
+
+    glibc serves the 1 MB temporaries with mmap (page faults, ~1 ms here) until a larger
+    mmapped block has been freed, which raises its threshold; any longer computation has
+    done that already, so do it once here.
+    """
+    del_me = np.empty(4 << 20, dtype=np.uint8)
+    del del_me
+
+
+def api_ratio(K, T, repeat):
+    """Public ``blur`` + ``blur_vjp`` against the streaming pass, alternating, one thread."""
+    numba.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    X = rng.random((K, T))
+    G = rng.standard_normal((K, T))
+    R = rng.uniform(0, 2 * K, (K, T))
+    stream = _streaming(X, G)
+    _raise_mmap_threshold()
+    print(f"K={K} T={T} float64, one thread, radii U(0,2K); best of {repeat} alternating runs")
+    print(f"{'mode':11} {'stream ms':>9} {'api ms':>8} {'api/s':>7}")
+    for mode in MODE_CODES:
+        def api():
+            specblur.blur(X, R, mode=mode)
+            specblur.blur_vjp(X, R, G, mode=mode)
+        best = [float("inf")] * 2
+        stream(), api()
+        for _ in range(repeat):
+            for k, fn in enumerate((stream, api)):
+                t = time.perf_counter()
+                fn()
+                best[k] = min(best[k], time.perf_counter() - t)
+        print(f"{mode:11} {best[0] * 1e3:9.3f} {best[1] * 1e3:8.3f} {best[1] / best[0]:7.2f}")
 
 
 def _spread(base, rng, K, T, X3, G3, repeat):

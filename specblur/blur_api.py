@@ -51,7 +51,7 @@ def blur(X: ArrayLike, r: ArrayLike, mode: str = "truncate", device: str = "cpu"
     code = mode_code(mode)
     xp = _Inputs(device, X=X, r=r)
     Y = xp.empty()
-    xp.kernels.blur_forward(xp["X"], xp["r"], code, Y)
+    xp.checked(xp.kernels.blur_forward(xp["X"], xp["r"], code, Y))
     return xp.result(Y)
 
 
@@ -94,12 +94,17 @@ def blur_vjp(X: ArrayLike, r: ArrayLike, G: ArrayLike, mode: str = "truncate",
     xp = _Inputs(device, X=X, r=r, G=G)
     dX = xp.empty()
     dr = xp.empty()
-    xp.kernels.blur_backward(xp["X"], xp["r"], xp["G"], code, dX, dr)
+    xp.checked(xp.kernels.blur_backward(xp["X"], xp["r"], xp["G"], code, dX, dr))
     return xp.result(dX), xp.result(dr)
 
 
 class _Inputs:
-    """Checked, C-contiguous ``(B, K, T)`` copies or views of the inputs, on one device."""
+    """Checked, C-contiguous ``(B, K, T)`` copies or views of the inputs, on one device.
+
+    C-ordered float64 (or float32) NumPy input is used as it is, a view and no copy. On
+    the CPU the kernels count non-finite input as they read it, and :meth:`checked`
+    rejects it after the call; on the GPU each array is checked before it is used.
+    """
 
     def __init__(self, device, **arrays):
         self.backend = for_device(device)
@@ -119,10 +124,7 @@ class _Inputs:
         if self.device == "cpu":
             if is_device_array(a):
                 a = a.copy_to_host()
-            a = np.ascontiguousarray(a, dtype=self.dtype).reshape(self._shape3)
-            if not np.isfinite(a).all():
-                raise SpecblurError(f"{name} has non-finite values (NaN or infinity)")
-            return a
+            return np.ascontiguousarray(a, dtype=self.dtype).reshape(self._shape3)
         if not is_device_array(a):
             host = np.ascontiguousarray(a, dtype=self.dtype).reshape(self._shape3)
             if not np.isfinite(host).all():
@@ -139,6 +141,16 @@ class _Inputs:
         if not self.kernels.all_finite(a.reshape(a.size)):
             raise SpecblurError(f"{name} has non-finite values (NaN or infinity)")
         return a
+
+    def checked(self, non_finite):
+        """Raise for the first input with non-finite values, given the CPU kernels' count.
+
+        The GPU kernels return None: their inputs were checked before the call.
+        """
+        if non_finite:
+            for name, a in self.arrays.items():
+                if not np.isfinite(a).all():
+                    raise SpecblurError(f"{name} has non-finite values (NaN or infinity)")
 
     @property
     def _shape3(self):

@@ -188,8 +188,10 @@ class _Descent:
         own_radius = not self.param.radius_is_m
         self.r = np.empty_like(X) if own_radius else self.m
         self.drdm = np.empty_like(X) if own_radius else self.m  # unused for raw and relu
+        self.m_next = np.empty_like(self.m)  # the update's target; swapped with m after it
         self.g_mse = np.empty_like(X) if own_radius else None  # raw, relu: g_mse is dr
-        self.g_ent = np.empty_like(X)
+        self.g_ent = np.empty_like(X)  # written only for snapshots
+        self.nothing = np.empty(0)
         self.m_finite = False  # known only after a step; radius() checks the start
         self.c_mse, self.c_ent = cfg.weights
         self.h_scale = 1.0 / X.size if cfg.entropy_reduce == "mean" else 1.0
@@ -238,31 +240,35 @@ class _Descent:
             if not np.isfinite(TV):
                 return None
         dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
-        g_mse = dr if self.param.radius_is_m else self.g_mse  # dr/dm = 1 for raw and relu
-        if objective.gradient_parts(f(self.m), f(self.r), f(dr), f(self.drdm), self.code,
-                                    cfg.eps, self.c_ent * self.h_scale, self.r_max, f(g_mse),
-                                    f(self.g_ent)):
+        unit = self.param.radius_is_m
+        g_mse = dr if unit else self.g_mse  # dr/dm = 1 for raw and relu
+        # gradient parts, entropy, statistics of this state and the update into m_next
+        none = self.nothing
+        optimizer = objective.NO_STEP if not update else objective.ADAM if self.adam \
+            else objective.SGD
+        zero, h_sum, bad = objective.descend(
+            f(self.m), f(self.r), f(dr), f(self.drdm), f(self.g_tv), self.code, cfg.eps,
+            self.c_ent * self.h_scale, self.r_max, log, optimizer, cfg.lr, cfg.beta1,
+            cfg.beta2, cfg.adam_eps, n + 1, f(self.mom1) if self.adam else none,
+            f(self.mom2) if self.adam else none, f(g_mse) if snapshot and not unit else none,
+            f(self.g_ent) if snapshot else none, f(self.m_next), self.stats)
+        if zero:
             return None  # some h(m) = log(0)
         H = loss = np.nan
         if log:
-            H = self.h_scale * objective.entropy_sum(f(self.m), f(self.r), self.code, cfg.eps,
-                                                     self.r_max)
+            H = self.h_scale * h_sum
             loss = self.c_mse * D - self.c_ent * H + self.tv * TV
             if not np.isfinite(loss):
                 return None
-        objective.statistics(f(self.m), f(self.r), f(g_mse), f(self.g_ent), self.stats)
         gtv = (float(self.g_tv.mean()), float(self.g_tv.var())) if self.tv > 0 and log \
             else (0.0, 0.0) if self.tv == 0 else (np.nan, np.nan)
         values = (loss, D, H, *self.stats, float(Y.sum()) / self.x_total if self.x_total else np.nan,
                   TV, *gtv)
         snap = self.snapshot(self.m.copy(), self.r.copy(), Y, g_mse, out) if snapshot else None
-        if update:
-            if not self.adam:
-                bad = objective.sgd_step(f(self.m), f(g_mse), f(self.g_ent), f(self.g_tv), cfg.lr)
-            else:
-                bad = objective.adam_step(f(self.m), f(g_mse), f(self.g_ent), f(self.g_tv), cfg.lr,
-                                          cfg.beta1, cfg.beta2, cfg.adam_eps, n + 1,
-                                          f(self.mom1), f(self.mom2))
+        if update:  # the epoch is accepted: the updated parameter becomes the state
+            self.m, self.m_next = self.m_next, self.m
+            if unit:
+                self.r = self.drdm = self.m
             self.m_finite = bad == 0
         return values, snap
 

@@ -2,8 +2,9 @@
 
 Each epoch touches every bin a handful of times: radius from parameter, entropy and its
 gradient, the MSE and its gradient, the history's statistics and the optimiser step.
-These kernels do that in a few simple passes over preallocated buffers, loops that the
-compiler vectorises, so that the blur kernels stay the main cost of an epoch. The
+These kernels do that in few passes over preallocated buffers: once the fields outgrow
+the cache every pass streams them through memory, so everything after the blur VJP is one
+sweep (:func:`descend`), and the blur kernels stay the main cost of an epoch. The
 entropy's value (a logarithm per bin) is computed only for the epochs that are logged.
 They take flat (1-D) views of the ``(K, T)`` fields, and the parameterisation as the
 integer value of a :class:`~specblur.settings.Param` (``code``).
@@ -87,52 +88,6 @@ def mse_and_grad(out, ref, scale, grad):
 
 
 @parallel_jit
-def gradient_parts(m, r, dr, drdm, code, eps, ent_scale, r_max, g_mse, g_ent):
-    """Write ``g_mse = dr * dr/dm`` and ``g_ent = -ent_scale * dh/dm`` (SPEC §7's table).
-
-    For ``raw`` and ``relu`` (``dr/dm = 1``) ``g_mse`` is ``dr`` itself and is not written.
-    Above the cap ``r_max`` of softplus and exp, ``h`` is constant (``dh/dm = 0``).
-    Returns the number of bins whose entropy term is ``log(0) = -inf`` (possible only with
-    ``eps = 0``).
-    """
-    zero = 0
-    for i in prange(m.size):
-        if code == RAW or code == RELU:
-            a = abs(m[i]) + eps
-            g_ent[i] = -ent_scale * (1.0 if m[i] > 0.0 else (-1.0 if m[i] < 0.0 else 0.0)) / a
-        elif code == EXP:
-            a = 1.0
-            g_mse[i] = dr[i] * drdm[i]
-            capped = r[i] == r_max and drdm[i] == 0.0
-            g_ent[i] = 0.0 if capped else -ent_scale
-        else:  # softplus and sigmoid: h = log(r + eps)
-            a = r[i] + eps
-            g_mse[i] = dr[i] * drdm[i]
-            g_ent[i] = -ent_scale * drdm[i] / a
-        if a == 0.0:
-            zero += 1
-    return zero
-
-
-@parallel_jit
-def entropy_sum(m, r, code, eps, r_max):
-    """``sum h(m)``: ``log(|m| + eps)``, ``log(r + eps)`` or ``m`` by parameterisation.
-
-    For ``exp`` capped at ``r_max``, ``h = min(m, log r_max)``.
-    """
-    log_cap = math.log(r_max)
-    total = 0.0
-    for i in prange(m.size):
-        if code == RAW or code == RELU:
-            total += math.log(abs(m[i]) + eps)
-        elif code == EXP:
-            total += min(m[i], log_cap)
-        else:
-            total += math.log(r[i] + eps)
-    return total
-
-
-@parallel_jit
 def total_variation(r, drdm, unit_drdm, delta, scale, u, g_tv):
     """``TV`` of ``u = log(max(r, 1))`` over a ``(K, T)`` field, and ``g_tv = scale dTV/dm``.
 
@@ -175,76 +130,145 @@ def total_variation(r, drdm, unit_drdm, delta, scale, u, g_tv):
     return total
 
 
-@jit
-def statistics(m, r, g_mse, g_ent, out):
-    """Fill ``out`` with the history statistics named in ``schema.STATS``, in one pass.
+#: Bins per block of :func:`descend`. Each block's partial sums are added in block order,
+#: so the statistics do not depend on the number of threads.
+BLOCK = 4096
+#: ``descend``'s optimiser codes.
+NO_STEP, SGD, ADAM = -1, 0, 1
+# a block's partial sums: the shifted sums of g_mse, g_ent and m and of their squares,
+# counts of r <= 1 and m < 0, min and max of m, count of log(0) terms, sum of h, count
+# of non-finite new m
+_NPART = 13
 
-    Variances are population variances, from sums taken around the first bin's values,
-    which keeps them accurate when a mean is large against the spread.
+
+@jit(inline="always")
+def _entropy_grad(mi, ri, drdmi, code, eps, ent_scale, r_max):
+    """``(g_ent, a)`` at one bin: ``-ent_scale dh/dm`` and the argument ``a`` of h's log.
+
+    SPEC §7's table; above the cap ``r_max`` of softplus and exp ``h`` is constant.
+    """
+    if code == RAW or code == RELU:
+        a = abs(mi) + eps
+        return -ent_scale * (1.0 if mi > 0.0 else (-1.0 if mi < 0.0 else 0.0)) / a, a
+    if code == EXP:
+        capped = ri == r_max and drdmi == 0.0
+        return (0.0 if capped else -ent_scale), 1.0
+    a = ri + eps  # softplus and sigmoid: h = log(r + eps)
+    return -ent_scale * drdmi / a, a
+
+
+@jit(inline="always")
+def _entropy_term(mi, ri, code, eps, log_cap):
+    """``h(m)`` at one bin: ``log(|m| + eps)``, ``log(r + eps)`` or ``min(m, log r_max)``."""
+    if code == RAW or code == RELU:
+        return math.log(abs(mi) + eps)
+    if code == EXP:
+        return min(mi, log_cap)
+    return math.log(ri + eps)
+
+
+@jit(inline="always")
+def _g_mse(dr, drdm, i, unit):
+    """``dr * dr/dm`` at bin ``i``; ``dr`` itself when ``unit`` (raw and relu)."""
+    return dr[i] if unit else dr[i] * drdm[i]
+
+
+@jit(inline="always")
+def _moments(c, s1, s2, n):
+    """Mean and population variance of ``n`` values from their sums ``s1``, ``s2`` around ``c``."""
+    return c + s1 / n, max(s2 / n - (s1 / n) ** 2, 0.0)
+
+
+@parallel_jit(error_model="numpy")  # x / 0 is inf or NaN (log(0) is counted), not an exception
+def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, lr, beta1,
+            beta2, adam_eps, step, mom1, mom2, g_mse, g_ent, m_next, stats):
+    """The rest of an epoch after the blur VJP, in one sweep over the fields.
+
+    From ``m``, ``r``, ``dr = dL_mse/dr``, ``dr/dm`` (ignored for raw and relu) and ``g_tv``
+    (empty without the smoothness term), per bin: ``g_mse = dr dr/dm`` and ``g_ent = -ent_scale
+    dh/dm`` (SPEC §7's table), written into ``g_mse`` and ``g_ent`` only where those are not
+    empty (snapshots); the history statistics of this state into ``stats`` (the names of
+    ``schema.STATS``; population variances from sums taken around the first bin's values,
+    accurate when a mean is large against the spread); ``sum h(m)`` only if ``log`` (a
+    logarithm per bin); and the ``sgd`` or ``adam`` update (``optimizer``, ``step`` counting
+    from 1; ``NO_STEP`` for none) of the state, written into ``m_next``, so that ``m`` is
+    still the state if the caller rejects the epoch. Adam updates ``mom1``, ``mom2`` in place.
+
+    Returns ``(zero, H, bad)``: the number of bins whose entropy term is ``log(0) = -inf``
+    (possible only with ``eps = 0``), ``sum h(m)`` (0 unless ``log``) and the number of
+    non-finite new values of ``m``.
     """
     n = m.size
-    ca, cb, cm = g_mse[0], g_ent[0], m[0]
-    s1a = s2a = s1b = s2b = s1m = s2m = 0.0
-    ident = 0
-    neg = 0
-    m_min = np.inf
-    m_max = -np.inf
-    for i in range(n):
-        da = g_mse[i] - ca
-        db = g_ent[i] - cb
-        dm = m[i] - cm
-        s1a += da
-        s2a += da * da
-        s1b += db
-        s2b += db * db
-        s1m += dm
-        s2m += dm * dm
-        ident += r[i] <= 1.0
-        neg += m[i] < 0.0
-        m_min = min(m_min, m[i])
-        m_max = max(m_max, m[i])
-    out[0] = ca + s1a / n
-    out[1] = max(s2a / n - (s1a / n) ** 2, 0.0)
-    out[2] = cb + s1b / n
-    out[3] = max(s2b / n - (s1b / n) ** 2, 0.0)
-    out[4] = cm + s1m / n
-    out[5] = math.sqrt(max(s2m / n - (s1m / n) ** 2, 0.0))
-    out[6] = m_min
-    out[7] = m_max
-    out[8] = ident / n
-    out[9] = neg / n
-
-
-@parallel_jit
-def sgd_step(m, g_mse, g_ent, g_tv, lr):
-    """``m -= lr * (g_mse + g_ent + g_tv)``; return the number of non-finite new values.
-
-    ``g_tv`` may be empty (no smoothness term).
-    """
+    unit = code == RAW or code == RELU
     has_tv = g_tv.size > 0
-    bad = 0
-    for i in prange(m.size):
-        m[i] -= lr * (g_mse[i] + g_ent[i] + (g_tv[i] if has_tv else 0.0))
-        if not abs(m[i]) < np.inf:
-            bad += 1
-    return bad
-
-
-@parallel_jit
-def adam_step(m, g_mse, g_ent, g_tv, lr, beta1, beta2, eps, step, mom1, mom2):
-    """One Adam update of ``m`` (Kingma & Ba), ``step`` counting from 1.
-
-    ``g_tv`` may be empty (no smoothness term). Returns the number of non-finite new values.
-    """
-    has_tv = g_tv.size > 0
+    keep_mse = g_mse.size > 0
+    keep_ent = g_ent.size > 0
+    log_cap = math.log(r_max)
     c1 = 1.0 - beta1 ** step
     c2 = 1.0 - beta2 ** step
-    bad = 0
-    for i in prange(m.size):
-        g = g_mse[i] + g_ent[i] + (g_tv[i] if has_tv else 0.0)
-        mom1[i] = beta1 * mom1[i] + (1.0 - beta1) * g
-        mom2[i] = beta2 * mom2[i] + (1.0 - beta2) * g * g
-        m[i] -= lr * (mom1[i] / c1) / (math.sqrt(mom2[i] / c2) + eps)
-        if not abs(m[i]) < np.inf:
-            bad += 1
-    return bad
+    ca = _g_mse(dr, drdm, 0, unit)
+    cb = _entropy_grad(m[0], r[0], drdm[0], code, eps, ent_scale, r_max)[0]
+    cm = m[0]
+    nblocks = (n + BLOCK - 1) // BLOCK
+    parts = np.empty((nblocks, _NPART))
+    for blk in prange(nblocks):
+        s1a = s2a = s1b = s2b = s1m = s2m = h = 0.0
+        ident = neg = zero = bad = 0.0  # counts as floats, exact below 2**53
+        m_min = np.inf
+        m_max = -np.inf
+        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+            mi = m[i]
+            ri = mi if unit else r[i]
+            drdmi = 1.0 if unit else drdm[i]
+            ga = _g_mse(dr, drdm, i, unit)
+            gb, a = _entropy_grad(mi, ri, drdmi, code, eps, ent_scale, r_max)
+            if keep_mse:
+                g_mse[i] = ga
+            if keep_ent:
+                g_ent[i] = gb
+            zero += a == 0.0
+            if log:
+                h += _entropy_term(mi, ri, code, eps, log_cap)
+            da = ga - ca
+            db = gb - cb
+            dm = mi - cm
+            s1a += da
+            s2a += da * da
+            s1b += db
+            s2b += db * db
+            s1m += dm
+            s2m += dm * dm
+            ident += ri <= 1.0
+            neg += mi < 0.0
+            m_min = min(m_min, mi)
+            m_max = max(m_max, mi)
+            if optimizer != NO_STEP:
+                g = ga + gb + (g_tv[i] if has_tv else 0.0)
+                if optimizer == ADAM:
+                    mom1[i] = beta1 * mom1[i] + (1.0 - beta1) * g
+                    mom2[i] = beta2 * mom2[i] + (1.0 - beta2) * g * g
+                    new = mi - lr * (mom1[i] / c1) / (math.sqrt(mom2[i] / c2) + adam_eps)
+                else:
+                    new = mi - lr * g
+                m_next[i] = new
+                bad += not abs(new) < np.inf
+        block = (s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, zero, h, bad)
+        for k in range(_NPART):
+            parts[blk, k] = block[k]
+    total = np.zeros(_NPART)
+    m_lo = np.inf
+    m_hi = -np.inf
+    for blk in range(nblocks):
+        for k in range(_NPART):
+            total[k] += parts[blk, k]
+        m_lo = min(m_lo, parts[blk, 8])
+        m_hi = max(m_hi, parts[blk, 9])
+    stats[0], stats[1] = _moments(ca, total[0], total[1], n)
+    stats[2], stats[3] = _moments(cb, total[2], total[3], n)
+    stats[4], var_m = _moments(cm, total[4], total[5], n)
+    stats[5] = math.sqrt(var_m)
+    stats[6] = m_lo
+    stats[7] = m_hi
+    stats[8] = total[6] / n
+    stats[9] = total[7] / n
+    return int(total[10]), total[11], int(total[12])

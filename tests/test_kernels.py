@@ -333,3 +333,23 @@ def test_non_contiguous_inputs(case, mode):
         dXv, drv = vjp(Xv, rv, Gv, mode)
         assert_close(dXv, dX, 1e-13)
         assert_close(drv, dr, 1e-13)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_long_inputs_use_wide_tiles_with_the_same_results(mode):
+    # from WIDE_FROM frames on the CPU kernels take wider tiles; every frame's result is
+    # the one that a short input (narrow tiles) gives
+    from specblur.kernels._numba import WIDE_FROM
+
+    rng = np.random.default_rng(3)
+    T = WIDE_FROM + 37
+    X, G = rng.random((2, 19, T)), rng.standard_normal((2, 19, T))
+    r = rng.uniform(0.0, 40.0, (2, 19, T))
+    Y = specblur.blur(X, r, mode=mode)
+    dX, dr = specblur.blur_vjp(X, r, G, mode=mode)
+    for lo in range(0, T, 500):
+        part = slice(lo, lo + 500)
+        args = (X[..., part], r[..., part])
+        np.testing.assert_allclose(Y[..., part], specblur.blur(*args, mode=mode), rtol=1e-13, atol=0)
+        for got, want in zip((dX, dr), specblur.blur_vjp(*args, G[..., part], mode=mode)):
+            np.testing.assert_allclose(got[..., part], want, rtol=1e-13, atol=1e-300)

@@ -29,7 +29,8 @@ class Backend:
     device : str
         ``"cpu"`` or ``"cuda"``.
     kernels : module
-        ``blur_forward(X, R, mode_code, Y)`` and ``blur_backward(X, R, G, mode_code, dX, dR)``.
+        ``blur_forward(X, R, mode_code, Y)`` and ``blur_backward(X, R, G, mode_code, dX, dR)``;
+        the CPU's return the number of non-finite values among their inputs, the GPU's None.
     send, fetch : callable
         Host array to the device's array type, and back (identities on the CPU).
     empty : callable

@@ -25,6 +25,11 @@ import numba
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
 #: Frames per tile of the CPU kernels (contiguous inner loops, O(K * TILE) scratch).
 TILE = 32
+#: Frames per tile from ``WIDE_FROM`` frames on: longer contiguous runs per row (rows lie
+#: ``T * 8`` bytes apart), which keep the cost per bin flat once the arrays outgrow the
+#: cache, while every thread still gets many tiles.
+WIDE_TILE = 128
+WIDE_FROM = 1024
 #: Threads per block of the CUDA kernels.
 THREADS = 128
 

@@ -34,8 +34,12 @@ def build(jit: Callable) -> SimpleNamespace:
 
     @jit
     def geometry(r):
-        """Return ``(n, f, S)`` for the radius ``r`` clipped to ``[1, R_MAX]``."""
-        r = min(max(r, 1.0), R_MAX)
+        """Return ``(n, f, S)`` for the radius ``r`` clipped to ``[1, R_MAX]``.
+
+        A NaN radius reads as 1, so that window positions stay in range even for input
+        that the caller rejects afterwards (the CPU kernels count non-finite input).
+        """
+        r = min(r, R_MAX) if r > 1.0 else 1.0
         n = float(math.ceil(r)) - 1.0
         f = r - n
         return n, f, n * (n + 2.0 * f) + f

@@ -1,15 +1,22 @@
 """CPU blur kernels: ``numba.njit(parallel=True)`` over tiles of frames.
 
 Frequency is axis -2 of a C-ordered ``(B, K, T)`` array, so one frame is a strided column.
-The kernels work on tiles of ``TILE`` neighbouring frames and walk along frequency with
-the frames innermost, so every access to the arrays is contiguous. Each tile uses
-O(K * TILE) float64 scratch.
+The kernels work on tiles of ``TILE`` neighbouring frames (``WIDE_TILE`` for long inputs)
+and walk along frequency with the frames innermost, so every access to the arrays is
+contiguous. Each tile uses O(K * tile width) float64 scratch.
+
+Frame indices are cast to unsigned (``_col``): Numba wraps negative signed indices
+around, and that select on ``t0 + j`` kept LLVM from vectorising the frame loops with plain
+contiguous loads and stores (it used gathers and scalar stores instead).
+
+Both kernels return the number of non-finite values among their inputs, counted as they
+read them: the public API rejects such input after the call, with no pass of its own.
 """
 import numpy as np
 from numba import prange
 
 from . import _scalar
-from ._numba import TILE, jit, parallel_jit
+from ._numba import TILE, WIDE_FROM, WIDE_TILE, jit, parallel_jit
 
 _bins = _scalar.build(jit(inline="always"))
 scatter_source = _bins.scatter_source
@@ -17,55 +24,91 @@ bin_vjp = _bins.bin_vjp
 
 
 @jit(inline="always")
-def _tile(job, ntiles, T):
+def _non_finite(v):
+    """1 if ``v`` is NaN or infinite, else 0 (a select, so loops stay vectorisable)."""
+    return 0 if abs(v) < np.inf else 1
+
+
+@jit(inline="always")
+def _col(t0, j):
+    """Frame ``t0 + j`` as an unsigned index: no wraparound check, so loops vectorise."""
+    return np.uint64(t0 + j)
+
+
+@jit(inline="always")
+def _tiling(T):
+    """Frames per tile (``TILE``, or ``WIDE_TILE`` for long inputs) and tiles per item."""
+    tile = WIDE_TILE if T >= WIDE_FROM else TILE
+    return tile, (T + tile - 1) // tile
+
+
+@jit(inline="always")
+def _tile(job, ntiles, T, tile):
     """Batch item, first frame and width of tile number ``job``."""
     b = job // ntiles
-    t0 = (job - b * ntiles) * TILE
-    return b, t0, min(TILE, T - t0)
+    t0 = (job - b * ntiles) * tile
+    return b, t0, min(tile, T - t0)
 
 
 @parallel_jit
-def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> None:
-    """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``."""
+def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
+    """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``.
+
+    Returns the number of non-finite values in ``X`` and ``R`` (``Y`` is then meaningless).
+    """
     nb, K, T = X.shape
-    ntiles = (T + TILE - 1) // TILE
+    tile, ntiles = _tiling(T)
+    bad = 0
     for job in prange(nb * ntiles):
-        b, t0, width = _tile(job, ntiles, T)
-        d2 = np.zeros((K + 2, TILE))
-        own = np.empty((K, TILE))
+        b, t0, width = _tile(job, ntiles, T, tile)
+        d2 = np.zeros((K + 2, tile))
+        own = np.empty((K, tile))
+        tile_bad = 0
         for p in range(K):
             for j in range(width):
-                own[p, j] = scatter_source(d2, j, p, K, np.float64(R[b, p, t0 + j]),
-                                           np.float64(X[b, p, t0 + j]), mode)
-        slope = np.zeros(TILE)
-        value = np.zeros(TILE)
+                r = np.float64(R[b, p, _col(t0, j)])
+                x = np.float64(X[b, p, _col(t0, j)])
+                tile_bad += _non_finite(x) + _non_finite(r)
+                own[p, j] = scatter_source(d2, j, p, K, r, x, mode)
+        bad += tile_bad
+        slope = np.zeros(tile)
+        value = np.zeros(tile)
         for i in range(K):
             for j in range(width):
                 slope[j] += d2[i, j]
                 value[j] += slope[j]
-                Y[b, i, t0 + j] = value[j] + own[i, j]
+                Y[b, i, _col(t0, j)] = value[j] + own[i, j]
+    return bad
 
 
 @parallel_jit
 def blur_backward(X: np.ndarray, R: np.ndarray, G: np.ndarray, mode: int, dX: np.ndarray,
-                  dR: np.ndarray) -> None:
-    """Write the vector-Jacobian products of ``blur`` for cotangent ``G`` into ``dX``, ``dR``."""
+                  dR: np.ndarray) -> int:
+    """Write the vector-Jacobian products of ``blur`` for cotangent ``G`` into ``dX``, ``dR``.
+
+    Returns the number of non-finite values in ``X``, ``R`` and ``G``.
+    """
     nb, K, T = X.shape
-    ntiles = (T + TILE - 1) // TILE
+    tile, ntiles = _tiling(T)
+    bad = 0
     for job in prange(nb * ntiles):
-        b, t0, width = _tile(job, ntiles, T)
-        P0 = np.zeros((K + 1, TILE))
-        P1 = np.zeros((K + 1, TILE))
+        b, t0, width = _tile(job, ntiles, T, tile)
+        P0 = np.zeros((K + 1, tile))
+        P1 = np.zeros((K + 1, tile))
         for i in range(K):
             for j in range(width):
-                g = np.float64(G[b, i, t0 + j])
+                g = np.float64(G[b, i, _col(t0, j)])
                 P0[i + 1, j] = P0[i, j] + g
                 P1[i + 1, j] = P1[i, j] + i * g
+        tile_bad = 0
         for p in range(K):
             for j in range(width):
-                gx, gr = bin_vjp(
-                    P0, P1, j, p, K, np.float64(R[b, p, t0 + j]), np.float64(X[b, p, t0 + j]),
-                    np.float64(G[b, p, t0 + j]), mode,
-                )
-                dX[b, p, t0 + j] = gx
-                dR[b, p, t0 + j] = gr
+                r = np.float64(R[b, p, _col(t0, j)])
+                x = np.float64(X[b, p, _col(t0, j)])
+                g = np.float64(G[b, p, _col(t0, j)])
+                tile_bad += _non_finite(x) + _non_finite(r) + _non_finite(g)
+                gx, gr = bin_vjp(P0, P1, j, p, K, r, x, g, mode)
+                dX[b, p, _col(t0, j)] = gx
+                dR[b, p, _col(t0, j)] = gr
+        bad += tile_bad
+    return bad

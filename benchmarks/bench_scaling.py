@@ -1,0 +1,48 @@
+"""Per-bin cost of one ``specblur.fit`` epoch as the input grows (identity model, one thread).
+
+    python benchmarks/bench_scaling.py [--K 257] [--T 500 2000 8000 32000] [--bins 3e6]
+
+Each run takes about ``--bins`` bin-epochs (at least 6 epochs); an epoch's time is the
+10th percentile of the history's per-epoch wall times, robust to other load on the
+machine. Printed: ns per bin per epoch for ``raw`` and ``sigmoid`` parameters (truncate
+mode, sgd, lr 1, m_init 5, lam 1), and each T's cost over the first T's.
+"""
+import argparse
+
+import numba
+import numpy as np
+
+import specblur
+
+
+def per_bin_ns(X, epochs, param):
+    settings = dict(m_init=5.0, lam=1.0, mode="truncate", param=param, model={"kind": "identity"})
+    res = specblur.fit(X, epochs=epochs, **settings)
+    hist = res.history
+    per_epoch = np.diff(hist["seconds"].to_numpy()) / np.diff(hist["epoch"].to_numpy())
+    return float(np.percentile(per_epoch, 10)) / X.size * 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--K", type=int, default=257)
+    ap.add_argument("--T", type=int, nargs="+", default=[500, 2000, 8000, 32000])
+    ap.add_argument("--bins", type=float, default=3e6, help="bin-epochs per run")
+    args = ap.parse_args()
+    numba.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    specblur.fit(rng.random((args.K, 20)), epochs=2, m_init=5.0, param="raw")  # compile
+    specblur.fit(rng.random((args.K, 20)), epochs=2, m_init=5.0, param="sigmoid")
+    print(f"K={args.K}, identity model, truncate, sgd, one thread: ns per bin per epoch")
+    print(f"{'T':>6} {'epochs':>6} {'raw':>7} {'raw/T0':>7} {'sigmoid':>8} {'sig/T0':>7}")
+    first = None
+    for T in args.T:
+        X = rng.random((args.K, T))
+        epochs = max(6, int(args.bins / X.size))
+        raw, sig = per_bin_ns(X, epochs, "raw"), per_bin_ns(X, epochs, "sigmoid")
+        first = first or (raw, sig)
+        print(f"{T:6d} {epochs:6d} {raw:7.1f} {raw / first[0]:7.2f} {sig:8.1f} {sig / first[1]:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
