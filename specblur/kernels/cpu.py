@@ -88,9 +88,9 @@ def blur_backward(X: np.ndarray, R: np.ndarray, G: np.ndarray, mode: int, dX: np
 
     Returns the number of non-finite values in ``X``, ``R`` and ``G``.
     """
+    bad = 0
     nb, K, T = X.shape
     tile, ntiles = _tiling(T)
-    bad = 0
     for job in prange(nb * ntiles):
         b, t0, width = _tile(job, ntiles, T, tile)
         P0 = np.zeros((K + 1, tile))
