@@ -96,9 +96,15 @@ def folder_lock(folder: str | os.PathLike, *, shared: bool = False, wait: bool =
         kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
             fcntl.flock(fh, kind | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as exc:
+            if not isinstance(exc, BlockingIOError):  # ENOLCK: a filesystem without flock
+                if note:
+                    note(f"cannot lock {folder} ({exc.strerror}); going on without the lock")
+                yield True
+                return
             if note:
-                note(f"another specblur process is using {folder}")
+                note(f"another specblur process is using {folder}"
+                     + ("; waiting for it" if wait else ""))
             if not wait:
                 yield False
                 return

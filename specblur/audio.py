@@ -8,6 +8,7 @@ constant padding).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -229,7 +230,9 @@ def write_wav(path: str | os.PathLike, y: np.ndarray, sr: int) -> Path:
     if peak > 1.0:
         y = y / peak
     y = y.astype(np.float32)
-    return atomic_write(path, lambda tmp: sf.write(tmp, y, sr, format="WAV", subtype="FLOAT"))
+    buffer = io.BytesIO()  # encoded in memory, so that a full disk raises an OSError with
+    sf.write(buffer, y, sr, format="WAV", subtype="FLOAT")  # its errno, not libsndfile's
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
 @dataclass

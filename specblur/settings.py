@@ -72,7 +72,7 @@ def _setting(default, kind, **extra):
     return field(default=default, metadata={"kind": kind, **extra})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # Mapping's == (by items), so Settings == its dict
 class Settings(Mapping):
     """The resolved settings of one run, each in its declared type (SPEC §8's table).
 

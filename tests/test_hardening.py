@@ -151,6 +151,8 @@ def test_report_draws_labels_that_look_like_mathtext(labelled, capsys):
 
 def test_report_skips_crafted_run_ids_and_stale_temporaries(labelled, capsys, tmp_path):
     import shutil
+    import subprocess
+    import sys
 
     import pandas as pd
 
@@ -161,7 +163,9 @@ def test_report_skips_crafted_run_ids_and_stale_temporaries(labelled, capsys, tm
     runs = pd.read_parquet(copy / "runs.parquet")
     crafted = runs.iloc[[0]].assign(run_id="../../x")
     pd.concat([runs, crafted]).to_parquet(copy / "runs.parquet")
-    stale = copy / "report" / ".0123456789ab.png.abc.tmp"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = copy / "report" / f".0123456789ab.png.{dead}.abc.tmp"  # its writer is gone
     stale.parent.mkdir(exist_ok=True)
     stale.write_bytes(b"half a png")
     capsys.readouterr()
@@ -191,7 +195,7 @@ def test_truncated_runs_table_is_named_then_recovered(tmp_path, capsys):
     assert rc == 2 and "runs.parquet" in err and err.count("\n") == 1
     rc, out, err = run(tmp_path, capsys, text)
     assert rc == 0 and "unreadable" in err
-    assert (table.parent / "runs.parquet.unreadable").is_file()
+    assert len(list(table.parent.glob("runs.parquet.unreadable.*"))) == 1
     import pandas as pd
     assert list(pd.read_parquet(table)["status"]) == ["done"]
 
@@ -236,12 +240,35 @@ def test_another_sweep_file_with_the_same_name_is_refused(tmp_path, capsys):
     assert run(tmp_path, capsys, HEAD + "base: {epochs: 2}\n")[0] == 0
     other = tmp_path / "other"
     other.mkdir()
-    write_wav(other / "a.wav")
+    write_wav(other / "a.wav", seconds=0.4)  # other audio under the same sweep name
     (other / "s.yaml").write_text(HEAD + "base: {epochs: 2}\n")
     capsys.readouterr()
     rc = sweep_main([str(other / "s.yaml"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert rc == 2 and "belongs to the sweep file" in err
+    assert rc == 2 and "over other inputs" in err
+    # a copy of the sweep file over the same audio (a moved checkout) goes on
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    write_wav(copy / "a.wav")
+    (copy / "s.yaml").write_text(HEAD + "base: {epochs: 2}\n")
+    capsys.readouterr()
+    assert sweep_main([str(copy / "s.yaml"), "--out", str(tmp_path / "out")]) == 0
+
+
+def test_yaml_merge_keys_still_work(tmp_path, capsys):
+    text = HEAD + "base: &b {epochs: 2, lam: 1}\nruns:\n  - {<<: *b, lam: 3}\n"
+    rc, out, err = run(tmp_path, capsys, text, "--dry-run")
+    assert rc == 0 and "1 runs, 1 to run" in out, err
+
+
+def test_settings_compare_and_serialise_like_their_dict():
+    import json
+
+    from specblur.settings import resolve
+
+    s = resolve({"lam": 2})
+    assert s == dict(s) and s == resolve({"lam": 2.0}) and s != resolve({"lam": 3})
+    assert json.loads(json.dumps(s.as_dict()))["lam"] == 2.0
 
 
 def test_two_concurrent_sweeps_on_one_folder_keep_every_run(tmp_path):

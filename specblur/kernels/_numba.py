@@ -34,7 +34,9 @@ WIDE_FROM = 1024
 THREADS = 128
 
 _HERE = Path(__file__).resolve().parent
-_SHARED = (_HERE / "_scalar.py", _HERE / "_numba.py")
+# inlined formulas, these options, and the code tables that compiled code bakes in
+_SHARED = (_HERE / "_scalar.py", _HERE / "_numba.py", _HERE / "__init__.py",
+           _HERE.parent / "settings.py")
 
 
 @lru_cache(maxsize=None)

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import matplotlib
 import pandas as pd
 
-from .._io import atomic_write, folder_lock
+from .._io import atomic_write, folder_lock, remove_dead_temporaries
 from ..errors import SpecblurError
 from ..schema import INPUT_COLUMN, is_run_id
 from ..sweep.results import (input_magnitude, load_faithfulness, load_segments, ordered_runs,
@@ -141,8 +141,7 @@ def _write_report(folder, jobs, dpi):
         print(f"specblur-report: warning: skipping run id {rid!r} in runs.parquet: a run id is "
               "12 hex digits", file=sys.stderr)
     runs = runs[valid].reset_index(drop=True)
-    for stale in (folder / "report").glob(".*.tmp"):  # left by a report that was killed
-        stale.unlink(missing_ok=True)
+    remove_dead_temporaries(folder / "report")  # left by a report that was killed
     geo = read_geometry(folder)
     keys = varying_settings(runs)
     X = {}  # each input's magnitudes once; runs without an input column use the first input

@@ -37,6 +37,8 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         first = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, not a key
+                continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, str) and key in first:
@@ -153,6 +155,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         text = path.read_text()
     except OSError as exc:
         raise SpecblurError(f"cannot read sweep file {where}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecblurError(f"cannot read sweep file {where}: not UTF-8 text ({exc.reason} "
+                            f"at byte {exc.start})") from None
     try:
         raw = yaml.load(text, Loader=_Loader)
     except _DuplicateKey as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ def read_sweep(folder: str | os.PathLike) -> dict:
     path = Path(folder) / "sweep.yaml"
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -213,7 +214,7 @@ def read_runs(folder: str | os.PathLike, *, recover: bool = False) -> pd.DataFra
     """The ``runs.parquet`` table of a results folder, or an empty one.
 
     An unreadable table (a truncated file) raises a SpecblurError naming it; with
-    ``recover`` it is renamed to ``runs.parquet.unreadable`` and an empty table is
+    ``recover`` it is renamed to ``runs.parquet.unreadable.<time>`` and an empty table is
     returned, so that a rerun writes every run again (the per-run tables stay).
     """
     path = Path(folder) / "runs.parquet"
@@ -221,12 +222,13 @@ def read_runs(folder: str | os.PathLike, *, recover: bool = False) -> pd.DataFra
         return pd.DataFrame({"run_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
     try:
         return pd.read_parquet(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+    except ValueError as exc:  # pyarrow's ArrowInvalid: not a Parquet file (truncated)
         if not recover:
             raise SpecblurError(f"cannot read {path}: {exc}") from None
-        os.replace(path, path.with_name("runs.parquet.unreadable"))
+        aside = path.with_name(f"runs.parquet.unreadable.{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
         print(f"specblur-sweep: warning: {path} is unreadable ({exc}); it is kept as "
-              "runs.parquet.unreadable, and every run of this sweep runs again", file=sys.stderr)
+              f"{aside.name}, and every run of this sweep runs again", file=sys.stderr)
         return read_runs(folder)
 
 

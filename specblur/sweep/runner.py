@@ -114,8 +114,7 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
     except (FileExistsError, NotADirectoryError):
         raise SpecblurError(f"cannot make the results folder {folder}: a file is in the "
                             "way (choose another --out or sweep name)") from None
-    note = lambda text: print(f"specblur-sweep: {text}; waiting for it", file=sys.stderr,
-                              flush=True)  # noqa: E731
+    note = lambda text: print(f"specblur-sweep: {text}", file=sys.stderr, flush=True)  # noqa: E731
     with folder_lock(folder, note=note):
         return _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed)
 
@@ -168,13 +167,22 @@ def _finished(folder, sweep, statuses):
 
 
 def _check_same_sweep(sweep, folder):
-    """Refuse a results folder that another sweep file wrote (same ``name``, other file)."""
-    previous = results.read_sweep(folder).get("source")
-    if previous and previous != str(sweep.path):
+    """Refuse a results folder that another sweep file wrote over other inputs.
+
+    The same ``name`` in two sweep files over different audio would mix their runs in one
+    table; a sweep file that was moved or copied, over the same inputs, may go on.
+    """
+    previous = results.read_sweep(folder)
+    source = previous.get("source")
+    if not source or source == str(sweep.path):
+        return
+    before = {str(i.get("sha256")) for i in previous.get("inputs") or [] if isinstance(i, dict)}
+    before |= {str(previous.get("input", {}).get("sha256"))} - {"None"} if not before else set()
+    if before and before != {inp.sha256 for inp in sweep.inputs}:
         raise SpecblurError(
-            f"{sweep.path}: the results folder {folder} belongs to the sweep file {previous} "
-            "(both are named {0!r}); give one of them another name, or use another --out"
-            .format(sweep.name))
+            f"{sweep.path}: the results folder {folder} holds the runs of the sweep file "
+            f"{source} over other inputs (both are named {sweep.name!r}); give one of them "
+            "another name, or use another --out")
 
 
 def _check_before_runs(sweep, specs):
