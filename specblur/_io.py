@@ -7,6 +7,8 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -70,13 +72,35 @@ def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (killed, not yet reaped) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or it just ended
+        return True
+
+
+def exit_with_parent(parent: int, interval: float = 0.5) -> threading.Thread:
+    """In a worker process: exit as soon as ``parent`` (the pid that started it) has died.
+
+    A pool worker whose parent was killed (``kill -9``) would otherwise finish its task
+    and then wait for the next one for ever. A daemon thread watches the parent's pid;
+    the pid is passed in, so a worker that starts after its parent died exits at once.
+    """
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
 
 
 @contextlib.contextmanager

@@ -288,3 +288,62 @@ def test_two_concurrent_sweeps_on_one_folder_keep_every_run(tmp_path):
     runs = pd.read_parquet(tmp_path / "out" / "h" / "runs.parquet")
     assert sorted(runs["lam"]) == [1, 2, 3, 4, 5, 6]
     assert (runs["status"] == "done").all()
+
+
+# --- orphans (issue 13, item 8) ---------------------------------------------------------
+
+
+def _children(pid):
+    """Pids of the live processes whose parent is ``pid`` (from /proc)."""
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _wait(condition, deadline_s=60.0):
+    import time
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)  # polling a bounded condition, not a fixed delay
+    return False
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    write_wav(tmp_path / "a.wav", seconds=2.0)
+    (tmp_path / "s.yaml").write_text(HEAD + "base: {epochs: 100000}\nruns: [{lam: 1}, {lam: 2}]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "specblur.cli", str(tmp_path / "s.yaml"),
+                             "--out", str(tmp_path / "out"), "--jobs", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        assert _wait(lambda: len(_children(proc.pid)) >= 2), "no workers started"
+        workers = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # the parent alone, as a crash would
+        proc.wait(timeout=30)
+
+        def gone():
+            return not any(os.path.exists(f"/proc/{pid}") and
+                           "Z" not in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1][:3]
+                           for pid in workers)
+        assert _wait(gone), "orphaned workers kept running"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import matplotlib
 import pandas as pd
 
-from .._io import atomic_write, folder_lock, remove_dead_temporaries
+from .._io import atomic_write, exit_with_parent, folder_lock, remove_dead_temporaries
 from ..errors import SpecblurError
 from ..schema import INPUT_COLUMN, is_run_id
 from ..sweep.results import (input_magnitude, load_faithfulness, load_segments, ordered_runs,
@@ -156,7 +156,8 @@ def _write_report(folder, jobs, dpi):
     if jobs > 1 and len(jobs_list) > 1:
         import multiprocessing
 
-        with ProcessPoolExecutor(min(jobs, len(jobs_list)),
+        with ProcessPoolExecutor(min(jobs, len(jobs_list)), initializer=exit_with_parent,
+                                 initargs=(os.getpid(),),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
             done = list(pool.map(_run_png, jobs_list))
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .._io import folder_lock, remove_dead_temporaries
+from .._io import exit_with_parent, folder_lock, remove_dead_temporaries
 from ..audio import Spectrogram, load_input, write_wav
 from ..errors import SpecblurError
 from ..fitting import fit
@@ -236,7 +236,7 @@ def _execute_local(tasks, jobs):
     os.environ.update({k: str(threads) for k in saved})  # read by the spawned workers
     try:
         pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                                   initargs=(threads,),
+                                   initargs=(threads, os.getpid()),
                                    mp_context=multiprocessing.get_context("spawn"))
         try:
             futures = [pool.submit(execute_run, task) for task in tasks]
@@ -256,12 +256,13 @@ def _execute_local(tasks, jobs):
                 os.environ[key] = value
 
 
-def _init_worker(threads):
+def _init_worker(threads, parent):
     import signal
 
     import numba
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+    exit_with_parent(parent)
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
