@@ -46,7 +46,7 @@ def study(path, sweep, settings, radii, seed):
     start = time.perf_counter()
     res = specblur.fit(spec, **settings)
     fit_s = time.perf_counter() - start
-    K = spec.mag.shape[0]
+    K, T = spec.mag.shape
     ratios = {"clip": path.name, "seconds_audio": spec.length / spec.sr, "fit_s": fit_s,
               "status": res.status, "r_max_seen": float(res.r.max()),
               "finite": bool(np.isfinite(res.r).all()), "bound_10K": bool(res.r.max() <= 10 * K)}
@@ -59,7 +59,6 @@ def study(path, sweep, settings, radii, seed):
         rows.append({**ratios, "R": R, **{k: row[k] for k in (*MUST, "energy/random",
                                                               "gradient/random")}})
     labels, kind = clip_labels(path, spec)
-    K, T = spec.mag.shape
     k, t = np.divmod(np.arange(K * T), T)
     fields = pd.DataFrame({"run_id": path.stem, "epoch": settings["epochs"], "k": k, "t": t,
                            "r": res.r.ravel()})

@@ -110,7 +110,8 @@ def folder_lock(folder: str | os.PathLike, *, shared: bool = False, wait: bool =
 
     The kernel releases it when its process dies, so a ``kill -9`` leaves no stale lock.
     ``shared`` locks (readers) coexist; an exclusive one (a sweep) waits for every other.
-    Yields True if the lock was taken; with ``wait=False`` it may yield False at once.
+    Yields True if the lock was taken; with ``wait=False`` it may yield False at once. On
+    a filesystem without ``flock`` (ENOLCK) it yields True unlocked, after telling ``note``.
     ``note`` is told once when the lock is held by another process.
     """
     import fcntl

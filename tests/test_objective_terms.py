@@ -25,6 +25,8 @@ import pytest
 import naive
 import specblur
 from specblur.errors import SpecblurError
+from test_fit import (assert_close, assert_row, make_phi,  # SPEC §7 reference pieces
+                      sigmoid, spectrogram)
 
 SR = 8000
 LOGMEL = {"kind": "logmel", "n_mels": 4, "eps": 1e-3}
@@ -40,10 +42,6 @@ NEW_KEYS = ("r_max", "tv", "tv_delta", "mse_norm")
 # --------------------------------------------------------------------------------------
 # Independent reference
 # --------------------------------------------------------------------------------------
-
-def sigmoid(m):
-    return 1.0 / (1.0 + np.exp(-m))
-
 
 def param_forward(m, param, r_max=None, eps=1e-8):
     """``r``, ``dr/dm``, ``h(m)`` and ``dh/dm`` per bin (SPEC §7 table and §9.2)."""
@@ -129,38 +127,6 @@ def tv_by_loops(r, delta):
     return total
 
 
-class IdentityPhi:
-    def forward(self, Y):
-        return Y
-
-    def vjp(self, Y, g):
-        return g
-
-
-class LogMelPhi:
-    """log(M @ Y + eps) with librosa's mel filterbank, computed here."""
-
-    def __init__(self, K, n_mels, eps, sr=SR):
-        import librosa
-
-        self.M = librosa.filters.mel(sr=sr, n_fft=2 * (K - 1), n_mels=n_mels,
-                                     dtype=np.float64)
-        assert (self.M.sum(axis=1) > 0).all(), "an empty mel filter makes a weak test"
-        self.eps = eps
-
-    def forward(self, Y):
-        return np.log(self.M @ Y + self.eps)
-
-    def vjp(self, Y, g):
-        return self.M.T @ (g / (self.M @ Y + self.eps))
-
-
-def make_phi(model, K):
-    if model["kind"] == "identity":
-        return IdentityPhi()
-    return LogMelPhi(K, model["n_mels"], model["eps"])
-
-
 def coefficients(s):
     if s.get("lambda_on", "entropy") == "entropy":
         return 1.0, s["lam"]
@@ -198,28 +164,9 @@ def reference(X, m, s, phi):
             "g": g_mse + g_ent + g_tv, "row": row, "norm": norm}
 
 
-def assert_close(a, b, rtol=1e-9, floor=1e-12, what=""):
-    """``max|a - b| <= rtol * max|b| + floor``."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape, what
-    err = np.max(np.abs(a - b)) if a.size else 0.0
-    tol = rtol * (np.max(np.abs(b)) if b.size else 0.0) + floor
-    assert err <= tol, f"{what}: max|a-b| = {err:.3g} > {tol:.3g}"
-
-
-def assert_row(row, expected, rtol=1e-9, what=""):
-    for key, value in expected.items():
-        assert_close(row[key], value, rtol=rtol, floor=1e-13, what=f"{what} {key}")
-
-
 # --------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------
-
-def spectrogram(K, T, seed):
-    rng = np.random.default_rng(seed)
-    return rng.gamma(0.7, 2.0, size=(K, T)) + 0.01
-
 
 def radius_field(shape, seed, bands):
     """Radii drawn from ``bands``, each band chosen per bin; bands avoid integers and 1."""

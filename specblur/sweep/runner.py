@@ -176,8 +176,10 @@ def _check_same_sweep(sweep, folder):
     source = previous.get("source")
     if not source or source == str(sweep.path):
         return
-    before = {str(i.get("sha256")) for i in previous.get("inputs") or [] if isinstance(i, dict)}
-    before |= {str(previous.get("input", {}).get("sha256"))} - {"None"} if not before else set()
+    before = {i.get("sha256") for i in previous.get("inputs") or [] if isinstance(i, dict)}
+    if not before:  # a sweep.yaml from before corpus input names one input file
+        before = {(previous.get("input") or {}).get("sha256")}
+    before.discard(None)
     if before and before != {inp.sha256 for inp in sweep.inputs}:
         raise SpecblurError(
             f"{sweep.path}: the results folder {folder} holds the runs of the sweep file "
