@@ -90,3 +90,16 @@ def test_huge_radii_cuda_matches_cpu(mode, K):
     for a, b in zip(got, specblur.blur_vjp(X, r, G, mode=mode, device="cpu")):
         assert np.isfinite(a).all()
         assert_agree(a, b, np.float64)
+
+
+@pytest.mark.parametrize("mode", ["conserve", "renormalize"])
+def test_large_K_totals_cuda_match_cpu(mode):
+    """The GPU forward rescales each frame's blurred mass as the CPU does (K^2 eps otherwise)."""
+    rng = np.random.default_rng(2)
+    K = 2049
+    X = rng.uniform(0.0, 1e3, (K, 3))
+    r = rng.uniform(0.0, 2.0 * K, X.shape)
+    Y = specblur.blur(X, r, mode=mode, device="cuda")
+    err = np.abs(Y.sum(0) - X.sum(0))
+    assert (err <= 1e-12 * X.sum(0)).all(), (err / X.sum(0)).max()
+    assert_agree(Y, specblur.blur(X, r, mode=mode, device="cpu"), np.float64)

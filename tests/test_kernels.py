@@ -125,6 +125,19 @@ def test_frame_totals_kept(mode, case, nonneg):
 
 
 @pytest.mark.parametrize("mode", TOTAL_KEEPING)
+@pytest.mark.parametrize("K", [2049, 4097])
+@pytest.mark.parametrize("r_hi", [3.0, "2K"])
+def test_frame_totals_kept_at_large_K(mode, K, r_hi):
+    # the running sums round like K^2 eps (5e-12 at K = 4097 before the mass rescale)
+    rng = np.random.default_rng(K)
+    X = rng.uniform(0.0, 1e3, (K, 24))
+    r = rng.uniform(-1.0, 2.0 * K if r_hi == "2K" else r_hi, X.shape)
+    Y = blur(X, r, mode)
+    err = np.abs(frame_sums(Y) - frame_sums(X))
+    assert (err <= 1e-12 * frame_sums(X)).all(), (err / frame_sums(X)).max()
+
+
+@pytest.mark.parametrize("mode", TOTAL_KEEPING)
 @given(case=blur_inputs(nonneg=True, grad=False))
 def test_nonnegative_kept(mode, case):
     X, r, _ = case

@@ -21,8 +21,12 @@ from typing import Callable
 
 from . import MODE_CODES
 
+TRUNCATE = MODE_CODES["truncate"]
 CONSERVE = MODE_CODES["conserve"]
 RENORMALIZE = MODE_CODES["renormalize"]
+
+# The largest relative correction ``mass_scale`` applies; rounding stays far below it.
+MAX_MASS_CORRECTION = 1.0e-6
 
 # Radii beyond this are computed as R_MAX, so that S = O(r^2) stays finite; every weight
 # of such a kernel is below 1e-15 either way.
@@ -164,6 +168,21 @@ def build(jit: Callable) -> SimpleNamespace:
         blurred = r > 1.0
         return (dx if blurred else g), (x * dsum if blurred else 0.0)
 
-    return SimpleNamespace(geometry=geometry, tail_mass=tail_mass, side_mass=side_mass,
+    @jit
+    def mass_scale(sent, received):
+        """Factor that brings a frame's blurred mass ``received`` to the mass ``sent``.
+
+        Both are sums over the frame: ``sent`` of what the sources give away (``x`` minus
+        what they keep), ``received`` of the running sums' values. The running sums
+        accumulate rounding like ``K^2 eps`` (5e-12 at K = 4097); rescaling by
+        ``sent / received`` removes it, so that conserve and renormalize keep each frame's
+        total to about ``K eps`` (SPEC §4). A correction that is not of rounding size
+        (signed input whose mass nearly cancels, non-finite values) is not applied.
+        """
+        gap = sent - received
+        ok = abs(gap) < MAX_MASS_CORRECTION * abs(received)
+        return 1.0 + gap / received if ok else 1.0
+
+    return SimpleNamespace(mass_scale=mass_scale, geometry=geometry, tail_mass=tail_mass, side_mass=side_mass,
                            reach=reach, in_range_mass=in_range_mass, own_value=own_value,
                            scatter_source=scatter_source, kept=kept, bin_vjp=bin_vjp)

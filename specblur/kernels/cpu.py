@@ -21,6 +21,8 @@ from ._numba import TILE, WIDE_FROM, WIDE_TILE, jit, parallel_jit
 _bins = _scalar.build(jit(inline="always"))
 scatter_source = _bins.scatter_source
 bin_vjp = _bins.bin_vjp
+mass_scale = _bins.mass_scale
+TRUNCATE = _scalar.TRUNCATE
 
 
 @jit(inline="always")
@@ -55,29 +57,49 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
     """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``.
 
     Returns the number of non-finite values in ``X`` and ``R`` (``Y`` is then meaningless).
+    In the modes that keep each frame's total, the blurred mass is rescaled to that total
+    (``_scalar.mass_scale``).
     """
     nb, K, T = X.shape
     tile, ntiles = _tiling(T)
+    keeps_total = mode != TRUNCATE
     bad = 0
     for job in prange(nb * ntiles):
         b, t0, width = _tile(job, ntiles, T, tile)
         d2 = np.zeros((K + 2, tile))
         own = np.empty((K, tile))
+        sent = np.zeros(tile)
         tile_bad = 0
         for p in range(K):
             for j in range(width):
                 r = np.float64(R[b, p, _col(t0, j)])
                 x = np.float64(X[b, p, _col(t0, j)])
                 tile_bad += _non_finite(x) + _non_finite(r)
-                own[p, j] = scatter_source(d2, j, p, K, r, x, mode)
+                kept = scatter_source(d2, j, p, K, r, x, mode)
+                own[p, j] = kept
+                sent[j] += x - kept
         bad += tile_bad
         slope = np.zeros(tile)
         value = np.zeros(tile)
+        if not keeps_total:
+            for i in range(K):
+                for j in range(width):
+                    slope[j] += d2[i, j]
+                    value[j] += slope[j]
+                    Y[b, i, _col(t0, j)] = value[j] + own[i, j]
+            continue
+        received = np.zeros(tile)
         for i in range(K):
             for j in range(width):
                 slope[j] += d2[i, j]
                 value[j] += slope[j]
-                Y[b, i, _col(t0, j)] = value[j] + own[i, j]
+                d2[i, j] = value[j]
+                received[j] += value[j]
+        for j in range(width):
+            value[j] = mass_scale(sent[j], received[j])
+        for i in range(K):
+            for j in range(width):
+                Y[b, i, _col(t0, j)] = own[i, j] + d2[i, j] * value[j]
     return bad
 
 

@@ -17,6 +17,8 @@ _bins = _scalar.build(cuda.jit(device=True))
 scatter_source = _bins.scatter_source
 kept = _bins.kept
 bin_vjp = _bins.bin_vjp
+mass_scale = _bins.mass_scale
+TRUNCATE = _scalar.TRUNCATE
 
 
 @cuda.jit(device=True)
@@ -35,14 +37,22 @@ def _forward_kernel(X, R, mode, d2, Y):
     buf = d2[b]
     for i in range(K + 2):
         buf[i, t] = 0.0
+    sent = 0.0
     for p in range(K):
-        scatter_source(buf, t, p, K, np.float64(R[b, p, t]), np.float64(X[b, p, t]), mode)
+        x = np.float64(X[b, p, t])
+        sent += x - scatter_source(buf, t, p, K, np.float64(R[b, p, t]), x, mode)
     slope = 0.0
     value = 0.0
+    received = 0.0
     for i in range(K):
         slope += buf[i, t]
         value += slope
-        Y[b, i, t] = value + kept(i, K, np.float64(R[b, i, t]), np.float64(X[b, i, t]), mode)
+        buf[i, t] = value
+        received += value
+    scale = mass_scale(sent, received) if mode != TRUNCATE else 1.0
+    for i in range(K):
+        own = kept(i, K, np.float64(R[b, i, t]), np.float64(X[b, i, t]), mode)
+        Y[b, i, t] = own + buf[i, t] * scale
 
 
 @cuda.jit
