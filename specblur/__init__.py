@@ -25,6 +25,7 @@ _EXPORTS = {
     "Spectrogram": "audio",
     "FitResult": "fitting",
     "fit": "fitting",
+    "fit_batch": "fitting",
     "Settings": "settings",
     "load": "sweep.results",
     "Results": "sweep.results",

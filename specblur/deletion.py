@@ -288,23 +288,11 @@ def _build_model(model: Any, *, sr: int, n_fft: int, n_bins: int, seed: int, spe
     return model
 
 
-def _known_batched(model: Any) -> bool:
-    from .models import MLP, Identity, LogMel
-
-    if isinstance(model, (Identity, LogMel, MLP)):
-        return True
-    try:
-        from .speaker import SpeakerEncoder
-    except Exception:  # pragma: no cover - speaker.py imports nothing heavy at module level
-        return False
-    return isinstance(model, SpeakerEncoder)
-
-
 class _Phi:
     """The model with its reference output ``Φ(X)``, batched when the model allows it.
 
-    The built-in models take a ``(B, K, T)`` stack. A plug-in says so with a boolean
-    attribute ``supports_batch``; without one, a two-item stack is tried once and its
+    The built-in models take a ``(B, K, T)`` stack (their ``supports_batch`` is True). A
+    plug-in says so with the same boolean attribute; without one, a two-item stack is tried once and its
     outputs compared with per-item calls, and any exception, wrong shape or mismatch means
     per-item calls from then on.
     """
@@ -317,8 +305,6 @@ class _Phi:
         flag = getattr(model, "supports_batch", None)
         if isinstance(flag, (bool, np.bool_)):
             self.batched = bool(flag)
-        elif _known_batched(model):
-            self.batched = True
         else:
             self.batched = self._probe(X)
         self.calls = 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ from .models import check_model_input, make_model
 from .schema import HISTORY_COLUMNS, SR, STATS
 from .settings import Param, Settings, check_m_init, resolve, resolved_r_max
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["FitResult", "fit", "fit_batch"]
 
 
 @dataclass
@@ -95,6 +95,88 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
     >>> res.status, res.r.shape, len(res.history)
     ('done', (33, 20), 6)
     """
+    return _Lockstep([_prepare(X, settings, sr, {})], device).run(callback)[0]
+
+
+def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = SR,
+              device: str = "cpu", callback: Optional[Callable[[int], None]] = None
+              ) -> list[FitResult]:
+    """Learn several runs at once, in lockstep (one blur call per epoch for all of them).
+
+    Each run is what ``fit(inputs[i], **runs[i])`` learns: the results equal those of
+    separate fits up to rounding (1e-9 relative in float64). The runs may differ in input
+    (and its length), settings and number of epochs. Per epoch, the blur and its VJP run
+    once on a ``(B, K, T_max)`` stack of the inputs, padded with zero frames (one call per
+    boundary mode), and the model once per group of runs with the same model and input
+    length, on a B-first array, for models that take one (``supports_batch = True``: the
+    built-in ones); others are called per run. Padding is never seen by a model or a statistic: the
+    objective's passes run on each run's own frames. A run that ends (its epochs are done,
+    or it diverged) leaves the batch; the others go on.
+
+    Parameters
+    ----------
+    inputs : sequence of array_like (K, T) or Spectrogram, or array (B, K, T)
+        One spectrogram per run, all with the same number of bins ``K``.
+    runs : sequence of mappings, or one mapping
+        Each run's settings, as :func:`fit` takes them; one mapping applies to every input.
+    sr, device, callback
+        As for :func:`fit`; ``callback(n)`` is called after the ``n``-th lockstep epoch.
+
+    Returns
+    -------
+    list of FitResult
+        In the order of ``inputs``.
+
+    Raises
+    ------
+    SpecblurError
+        As :func:`fit`, naming the run; and for inputs with different ``K``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import specblur
+    >>> X = np.random.default_rng(0).random((33, 20))
+    >>> runs = [{"lam": lam, "epochs": 5, "model": {"kind": "identity"}} for lam in (1e-3, 1e-2)]
+    >>> [res.status for res in specblur.fit_batch([X, X], runs)]
+    ['done', 'done']
+    """
+    inputs = list(inputs)
+    runs = [runs] * len(inputs) if isinstance(runs, Mapping) else list(runs)
+    if len(runs) != len(inputs):
+        raise SpecblurError(f"fit_batch got {len(inputs)} inputs and {len(runs)} settings")
+    if not inputs:
+        return []
+    items, models = [], {}
+    for i, (X, settings) in enumerate(zip(inputs, runs)):
+        try:
+            items.append(_prepare(X, dict(settings), sr, models))
+        except SpecblurError as exc:
+            raise SpecblurError(f"run {i}: {exc}") from None
+    if len({item.X.shape[0] for item in items}) > 1:
+        raise SpecblurError("fit_batch needs inputs with the same number of bins K, got "
+                            f"{sorted({item.X.shape[0] for item in items})}")
+    return _Lockstep(items, device).run(callback)
+
+
+@dataclass
+class _Prepared:
+    """A run's checked input, settings and model, before any state is allocated."""
+
+    X: np.ndarray
+    r0: np.ndarray | float
+    cfg: Settings
+    model: object
+    model_key: tuple
+    r_max: Optional[float]
+
+
+def _prepare(X, settings, sr, models):
+    """Check one run's input and settings and build its model (:func:`fit`'s checks).
+
+    ``models`` maps a model's key to the model built for it, so that runs that share a
+    model (kind, options, sample rate, DFT length and seed) share one instance.
+    """
     spec = X if isinstance(X, Spectrogram) else None
     X = _check_spectrogram(spec.mag if spec else X)
     r0 = settings.get("m_init", 1.0)
@@ -108,13 +190,13 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
         check_m_init(r0, cfg.param_kind, r_max, "fit")
     if spec is not None:
         check_model_input(cfg.model, sr=spec.sr, n_fft=spec.n_fft, hop=spec.hop, where="fit")
-    model = make_model(cfg.model, sr=spec.sr if spec else int(sr),
-                       n_fft=spec.n_fft if spec else 2 * (X.shape[0] - 1),
-                       n_bins=X.shape[0], seed=cfg.seed)
-    with np.errstate(all="ignore"):
-        result = _Descent(X, r0, cfg, model, device, r_max).run(callback)
-    result.settings = cfg.replace(r_max=r_max)  # the bound actually used (SPEC §9.2)
-    return result
+    model_sr = spec.sr if spec else int(sr)
+    n_fft = spec.n_fft if spec else 2 * (X.shape[0] - 1)
+    key = (repr(cfg.model), model_sr, n_fft, X.shape[0], cfg.seed)
+    if key not in models:
+        models[key] = make_model(cfg.model, sr=model_sr, n_fft=n_fft, n_bins=X.shape[0],
+                                 seed=cfg.seed)
+    return _Prepared(X, r0, cfg, models[key], key, r_max)
 
 
 def _check_spectrogram(X):
@@ -143,48 +225,28 @@ def _check_field(r0, shape, param, r_max):
     return r0
 
 
-class _Blur:
-    """Forward blur and its radius gradient for a fixed ``X``, on preallocated buffers.
-
-    The kernels are called directly: ``fit`` has checked ``X`` and keeps ``r`` and the
-    cotangent finite, so the public API's per-call checks would only cost time. On the
-    GPU, ``X`` and the outputs stay on the device; ``r`` and ``G`` go over each epoch.
-    """
-
-    def __init__(self, X, mode, device):
-        self.mode = mode_code(mode)
-        backend = for_device(device)
-        self.kernels, self.send, self.fetch = backend.kernels, backend.send, backend.fetch
-        self.X = self.send(X[None])
-        self.Y, self.dX, self.dr = (backend.empty(self.X.shape) for _ in range(3))
-
-    def forward(self, r):
-        self.kernels.blur_forward(self.X, self.send(r[None]), self.mode, self.Y)
-        return self.fetch(self.Y)[0]
-
-    def radius_grad(self, r, G):
-        G = np.ascontiguousarray(G, dtype=np.float64)
-        self.kernels.blur_backward(self.X, self.send(r[None]), self.send(G[None]), self.mode,
-                                   self.dX, self.dr)
-        return self.fetch(self.dr)[0]
-
-
 class _Descent:
-    """State of one optimisation: parameters, buffers, optimiser moments, records.
+    """State of one run's optimisation: parameters, buffers, optimiser moments, records.
 
-    Fields are ``(K, T)`` arrays; the objective kernels get flat views of them (``_f``).
-    With ``raw`` and ``relu`` the radius is ``m`` itself.
+    Fields are ``(K, T)`` arrays of the run's own frames; the objective kernels get flat
+    views of them (``_f``). With ``raw`` and ``relu`` the radius is ``m`` itself. An epoch
+    is three steps around the shared blur and model calls of :class:`_Lockstep`:
+    :meth:`start` (the radius), :meth:`score` (the model output's MSE) and :meth:`finish`
+    (gradients, statistics, the update).
     """
 
-    def __init__(self, X, r0, cfg: Settings, model, device, r_max):
-        self.cfg = cfg
-        self.model = model
-        self.blur = _Blur(X, cfg.mode, device)
+    def __init__(self, item: _Prepared):
+        X, cfg, model = item.X, item.cfg, item.model
+        self.X, self.cfg, self.model, self.model_key = X, cfg, model, item.model_key
+        self.T = X.shape[1]
+        self.mode = mode_code(cfg.mode)
         self.param = cfg.param_kind
         self.code = int(self.param)
-        self.r_max = np.inf if r_max is None else float(r_max)
-        self.m = np.array(np.broadcast_to(objective.param_inverse(r0, self.param, self.r_max),
-                                          X.shape), dtype=np.float64, order="C")  # writable
+        self.r_max_used = item.r_max  # the bound actually used (SPEC §9.2), in the result
+        self.r_max = np.inf if item.r_max is None else float(item.r_max)
+        self.m = np.array(np.broadcast_to(
+            objective.param_inverse(item.r0, self.param, self.r_max), X.shape),
+            dtype=np.float64, order="C")  # writable
         own_radius = not self.param.radius_is_m
         self.r = np.empty_like(X) if own_radius else self.m
         self.drdm = np.empty_like(X) if own_radius else self.m  # unused for raw and relu
@@ -192,7 +254,7 @@ class _Descent:
         self.g_mse = np.empty_like(X) if own_radius else None  # raw, relu: g_mse is dr
         self.g_ent = np.empty_like(X)  # written only for snapshots
         self.nothing = np.empty(0)
-        self.m_finite = False  # known only after a step; radius() checks the start
+        self.m_finite = False  # known only after a step; start() checks the first state
         self.c_mse, self.c_ent = cfg.weights
         self.h_scale = 1.0 / X.size if cfg.entropy_reduce == "mean" else 1.0
         self.ref = np.array(model.forward(X), dtype=np.float64, order="C")
@@ -210,36 +272,53 @@ class _Descent:
             self.g_tv = np.empty(0)
         self.x_total = float(X.sum())
         self.stats = np.empty(len(STATS))
-        adam = cfg.optimizer == "adam"
-        self.adam = adam
-        if adam:
+        self.adam = cfg.optimizer == "adam"
+        if self.adam:
             self.mom1, self.mom2 = np.zeros_like(X), np.zeros_like(X)
+        self.rows, self.snapshots, self.status = [], {}, "done"
+        self.D = self.TV = 0.0
+        self.out = None
 
-    def epoch(self, n, project, update, log, snapshot):
-        """Evaluate the state after ``n`` updates, then make update ``n + 1``.
+    def plan(self, n):
+        """What epoch ``n`` does: ``(last, project, update, log, snapshot)``."""
+        cfg = self.cfg
+        last = n == cfg.epochs
+        return (last, self.param is Param.RELU and not last, not last,
+                n % cfg.log_every == 0 or last,
+                n > 0 and (n % cfg.snapshot_every == 0 or last))
 
-        Returns ``(history values, snapshot or None)``, or None if ``m``, ``r`` or the
-        loss is not finite. The entropy and loss values are computed only if ``log``.
-        """
-        f, cfg = _f, self.cfg
+    def start(self, project):
+        """Prepare the radius of the current state; False if ``m`` or ``r`` is not finite."""
         # raw and relu use m as the radius; the last step already counted non-finite m
         if project or not self.param.radius_is_m or not self.m_finite:
-            if objective.radius(f(self.m), self.code, project, self.r_max, f(self.r),
-                                f(self.drdm)):
-                return None
-        Y = self.blur.forward(self.r)
-        out = self.model.forward(Y)
-        D = self.norm * objective.mse_and_grad(f(out), f(self.ref), self.c_mse * self.norm,
-                                               f(self.g_out))
-        if not np.isfinite(D):
-            return None
-        TV = 0.0
+            if objective.radius(_f(self.m), self.code, project, self.r_max, _f(self.r),
+                                _f(self.drdm)):
+                return False
+        return True
+
+    def score(self, out):
+        """The MSE of model output ``out`` (and the TV term) and ``g_out``; False if not finite."""
+        cfg = self.cfg
+        self.out = out
+        self.D = self.norm * objective.mse_and_grad(_f(out), _f(self.ref), self.c_mse * self.norm,
+                                                    _f(self.g_out))
+        if not np.isfinite(self.D):
+            return False
+        self.TV = 0.0
         if self.tv > 0:
-            TV = objective.total_variation(self.r, self.drdm, self.param.radius_is_m,
-                                           cfg.tv_delta, self.tv, self.u, self.g_tv)
-            if not np.isfinite(TV):
-                return None
-        dr = self.blur.radius_grad(self.r, self.model.vjp(Y, self.g_out))
+            self.TV = objective.total_variation(self.r, self.drdm, self.param.radius_is_m,
+                                                cfg.tv_delta, self.tv, self.u, self.g_tv)
+            if not np.isfinite(self.TV):
+                return False
+        return True
+
+    def finish(self, n, Y, dr, update, log, snapshot):
+        """The rest of epoch ``n`` from the blurred ``Y`` and ``dr = dL_mse/dr``.
+
+        Returns ``(history values, snapshot or None)``, or None if the entropy or the loss
+        is not finite. Makes update ``n + 1`` if ``update``.
+        """
+        f, cfg = _f, self.cfg
         unit = self.param.radius_is_m
         g_mse = dr if unit else self.g_mse  # dr/dm = 1 for raw and relu
         # gradient parts, entropy, statistics of this state and the update into m_next
@@ -257,20 +336,35 @@ class _Descent:
         H = loss = np.nan
         if log:
             H = self.h_scale * h_sum
-            loss = self.c_mse * D - self.c_ent * H + self.tv * TV
+            loss = self.c_mse * self.D - self.c_ent * H + self.tv * self.TV
             if not np.isfinite(loss):
                 return None
         gtv = (float(self.g_tv.mean()), float(self.g_tv.var())) if self.tv > 0 and log \
             else (0.0, 0.0) if self.tv == 0 else (np.nan, np.nan)
-        values = (loss, D, H, *self.stats, float(Y.sum()) / self.x_total if self.x_total else np.nan,
-                  TV, *gtv)
-        snap = self.snapshot(self.m.copy(), self.r.copy(), Y, g_mse, out) if snapshot else None
+        values = (loss, self.D, H, *self.stats,
+                  float(Y.sum()) / self.x_total if self.x_total else np.nan,
+                  self.TV, *gtv)
+        snap = self.snapshot(self.m.copy(), self.r.copy(), Y, g_mse, self.out) if snapshot \
+            else None
         if update:  # the epoch is accepted: the updated parameter becomes the state
             self.m, self.m_next = self.m_next, self.m
             if unit:
                 self.r = self.drdm = self.m
             self.m_finite = bad == 0
         return values, snap
+
+    def record(self, n, state, seconds, logged):
+        """Keep epoch ``n``'s history row and snapshot; False once the run diverged."""
+        if state is None:
+            self.rows.append((n, *[np.nan] * (len(HISTORY_COLUMNS) - 2), seconds))
+            self.status = "diverged"
+            return False
+        values, snap = state
+        if logged:
+            self.rows.append((n, *values, seconds))
+        if snap is not None:
+            self.snapshots[n] = snap
+        return True
 
     def snapshot(self, m, r, Y, g_mse, out):
         out = np.asarray(out, dtype=np.float64)
@@ -280,33 +374,178 @@ class _Descent:
         return {"m": m, "r": r, "Y": np.array(Y, dtype=np.float64), "g_mse": np.array(g_mse),
                 "g_ent": self.g_ent.copy(), "outputs": outputs}
 
-    def run(self, callback):
-        cfg = self.cfg
-        epochs = cfg.epochs
-        relu = self.param is Param.RELU
-        rows, snapshots, status = [], {}, "done"
-        start = time.perf_counter()
-        for n in range(epochs + 1):
-            last = n == epochs
-            logged = n % cfg.log_every == 0 or last
-            state = self.epoch(n, project=relu and not last, update=not last, log=logged,
-                               snapshot=n > 0 and (n % cfg.snapshot_every == 0 or last))
-            seconds = time.perf_counter() - start
-            if state is None:
-                rows.append((n, *[np.nan] * (len(HISTORY_COLUMNS) - 2), seconds))
-                status = "diverged"
-                break
-            values, snap = state
-            if logged:
-                rows.append((n, *values, seconds))
-            if snap is not None:
-                snapshots[n] = snap
-            if not last and callback is not None:
-                callback(n + 1)
-        history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+    def result(self):
+        history = pd.DataFrame(self.rows, columns=list(HISTORY_COLUMNS))
         history["epoch"] = history["epoch"].astype(np.int64)
         return FitResult(m=self.m.copy(), r=self.r.copy(), history=history,
-                         snapshots=snapshots, status=status)
+                         snapshots=self.snapshots, status=self.status,
+                         settings=self.cfg.replace(r_max=self.r_max_used))
+
+
+class _Lockstep:
+    """Runs that go through their epochs together, sharing the blur and model calls.
+
+    The inputs sit in a ``(B, K, T_max)`` stack ordered by boundary mode, padded with zero
+    frames; each run owns a slot. Per epoch the blur and its VJP run once per mode on that
+    mode's slots (a zero frame blurs to zero and gets a zero radius gradient, so padding
+    changes nothing), and the model once per group of runs that share it and their
+    length. A run that ends leaves its slot to the last run of its mode, so the slots in
+    use stay contiguous.
+    """
+
+    def __init__(self, items, device):
+        backend = for_device(device)
+        self.kernels, self.send, self.fetch = backend.kernels, backend.send, backend.fetch
+        self.runs = [_Descent(item) for item in items]
+        K = items[0].X.shape[0]
+        self.T = max(run.T for run in self.runs)
+        B = len(self.runs)
+        self.X = np.zeros((B, K, self.T))
+        self.R = np.ones((B, K, self.T))  # padded frames keep r = 1, the identity
+        self.G = np.zeros((B, K, self.T))
+        self.groups = {}  # mode code -> the runs of that mode, in slot order
+        for run in sorted(self.runs, key=lambda run: run.mode):
+            group = self.groups.setdefault(run.mode, [])
+            group.append(run)
+        slot = 0
+        for group in self.groups.values():
+            for run in group:
+                self._place(run, slot)
+                slot += 1
+        self.X_dev = self.send(self.X)
+        self.Y, self.dX, self.dR = (backend.empty(self.X.shape) for _ in range(3))
+
+    def _place(self, run, slot):
+        run.slot = slot
+        self.X[slot] = 0.0
+        self.X[slot, :, :run.T] = run.X
+        self.R[slot] = 1.0
+        self.G[slot] = 0.0
+
+    def _leave(self, run):
+        """Take ``run`` out of its group; the group's last run moves into its slot."""
+        group = self.groups[run.mode]  # in slot order
+        last = group[-1]
+        group.remove(run)
+        if last is not run:
+            self._place(last, run.slot)
+            group.sort(key=lambda other: other.slot)
+            self.X_dev = self.send(self.X)
+
+    def _spans(self):
+        """``(mode, first slot, runs)`` for each mode with runs left."""
+        return [(mode, group[0].slot, group) for mode, group in self.groups.items() if group]
+
+    def _forward(self):
+        for mode, lo, group in self._spans():
+            hi = lo + len(group)
+            if len(group) == 1 and group[0].T == self.T:  # no copy for a lone run
+                R = group[0].r[None]
+            else:
+                for run in group:
+                    self.R[run.slot, :, :run.T] = run.r
+                R = self.R[lo:hi]
+            self.kernels.blur_forward(self.X_dev[lo:hi], self.send(R), mode, self.Y[lo:hi])
+        return self.fetch(self.Y)
+
+    def _backward(self, grads):
+        for mode, lo, group in self._spans():
+            hi = lo + len(group)
+            if len(group) == 1 and group[0].T == self.T:
+                run = group[0]
+                R, G = run.r[None], np.ascontiguousarray(grads[run], dtype=np.float64)[None]
+            else:
+                for run in group:
+                    self.R[run.slot, :, :run.T] = run.r
+                    self.G[run.slot, :, :run.T] = grads[run]
+                R, G = self.R[lo:hi], self.G[lo:hi]
+            self.kernels.blur_backward(self.X_dev[lo:hi], self.send(R), self.send(G), mode,
+                                       self.dX[lo:hi], self.dR[lo:hi])
+        return self.fetch(self.dR)
+
+    def run(self, callback):
+        active = list(self.runs)
+        start = time.perf_counter()
+        n = 0
+
+        def end(run, state=None):  # a diverged run (state None) gets its row of NaN
+            run.record(n, state, time.perf_counter() - start, True)
+            active.remove(run)
+            self._leave(run)
+
+        with np.errstate(all="ignore"):
+            while active:
+                plans = {run: run.plan(n) for run in active}
+                for run in [run for run in active if not run.start(plans[run][1])]:
+                    end(run)
+                Y = self._forward()
+                views = {run: Y[run.slot, :, :run.T] for run in active}
+                calls = _model_forward(active, views)
+                for run in [run for run in active if not run.score(run.out)]:
+                    end(run)
+                dR = self._backward(_model_vjp(calls, set(active)))
+                # read before any run leaves: a run that leaves hands its slot on
+                grads = {run: dR[run.slot, :, :run.T] if run.T == self.T else
+                         np.ascontiguousarray(dR[run.slot, :, :run.T]) for run in active}
+                for run in list(active):
+                    last, _, update, log, snapshot = plans[run]
+                    state = run.finish(n, views[run], grads[run], update, log, snapshot)
+                    if state is None or last:
+                        end(run, state)
+                    else:
+                        run.record(n, state, time.perf_counter() - start, log)
+                if active and callback is not None:
+                    callback(n + 1)
+                n += 1
+        return [run.result() for run in self.runs]
+
+
+def _model_forward(runs, views):
+    """Call each model once per group of its runs with the same length; set ``run.out``.
+
+    Returns ``[(runs, Y)]`` per call, for :func:`_model_vjp`. A model with ``supports_batch = True``
+    takes a ``(B, K, T)`` array; any other model, and a group of one run, is called on each
+    run's ``(K, T)`` array.
+    """
+    groups = {}
+    for run in runs:
+        batched = getattr(run.model, "supports_batch", False) is True
+        groups.setdefault((id(run.model), run.T) if batched else (id(run),), []).append(run)
+    calls = []
+    for group in groups.values():
+        model = group[0].model
+        if len(group) == 1:
+            Y = views[group[0]]
+            group[0].out = model.forward(Y)
+        else:
+            Y = np.stack([views[run] for run in group])
+            out = model.forward(Y)
+            for i, run in enumerate(group):
+                run.out = out[i]
+        calls.append((group, Y))
+    return calls
+
+
+def _model_vjp(calls, live):
+    """The cotangents ``{run: model.vjp(Y, run.g_out)}`` of the runs in ``live``.
+
+    Each call repeats a forward call of :func:`_model_forward` on the same ``Y`` (a model
+    may keep what its forward computed for the VJP); runs that left meanwhile pull back 0.
+    """
+    grads = {}
+    for group, Y in calls:
+        if not live.intersection(group):
+            continue
+        model = group[0].model
+        if Y.ndim == 2:
+            grads[group[0]] = model.vjp(Y, group[0].g_out)
+            continue
+        g = np.stack([run.g_out if run in live else np.zeros_like(run.g_out) for run in group])
+        G = model.vjp(Y, g)
+        for i, run in enumerate(group):
+            if run in live:
+                grads[run] = G[i]
+    return grads
 
 
 def _f(a):

@@ -204,6 +204,8 @@ def check_model_input(spec: Mapping | str, *, sr: int, n_fft: int, hop: int | No
 class Identity:
     """Φ(Y) = Y."""
 
+    supports_batch = True  # takes (B, K, T) arrays too
+
     def forward(self, Y: np.ndarray) -> np.ndarray:
         """Return `Y` unchanged, as shape ``(K, T)``."""
         return Y
@@ -236,6 +238,8 @@ class LogMel:
     eps : float
         Offset inside the logarithm.
     """
+
+    supports_batch = True  # takes (B, K, T) arrays too
 
     def __init__(self, sr, n_fft, n_mels=40, fmin=0.0, fmax=None, eps=1e-6):
         import librosa  # slow to import; only mel-based models need it
@@ -292,6 +296,8 @@ class MLP:
     seed : int
         Seed of the weights.
     """
+
+    supports_batch = True  # takes (B, K, T) arrays too
 
     def __init__(self, sr, n_fft, n_mels=40, hidden=(64,), out=16, activation="tanh",
                  eps=1e-6, fmin=0.0, fmax=None, seed=0):

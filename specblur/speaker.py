@@ -83,6 +83,8 @@ class SpeakerEncoder:
         A checkpoint with resemblyzer's layout; default ``resemblyzer/pretrained.pt``.
     """
 
+    supports_batch = True  # takes (B, K, T) arrays too
+
     def __init__(self, sr, n_fft, n_bins, dtype="float32", weights=None):
         if (sr, n_fft) != (INPUT["sr"], INPUT["n_fft"]) or n_bins != INPUT["n_fft"] // 2 + 1:
             raise SpecblurError(

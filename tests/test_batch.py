@@ -1,0 +1,161 @@
+"""Lockstep batches (``specblur.fit_batch``): each run's result is that of its own fit."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import specblur
+from specblur import models
+from specblur.errors import SpecblurError
+
+HISTORY_VALUES = [c for c in ("loss", "D", "H", "m_mean", "m_std", "r_identity_frac",
+                              "g_mse_mean", "g_ent_var", "y_total_ratio")]
+
+
+def spectrogram(seed, T, K=33):
+    rng = np.random.default_rng(seed)
+    return rng.random((K, T)) ** 2 + 0.01
+
+
+def assert_same_result(got, want, rtol=1e-9):
+    assert got.status == want.status
+    for a, b in ((got.m, want.m), (got.r, want.r)):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12 * np.abs(b).max())
+    assert list(got.history["epoch"]) == list(want.history["epoch"])
+    values = [c for c in got.history.columns if c != "seconds"]
+    np.testing.assert_allclose(got.history[values].to_numpy(float),
+                               want.history[values].to_numpy(float), rtol=rtol, atol=1e-12,
+                               equal_nan=True)
+    assert got.snapshots.keys() == want.snapshots.keys()
+    for epoch, snap in want.snapshots.items():
+        for key in ("m", "r", "Y", "g_mse", "g_ent"):
+            np.testing.assert_allclose(got.snapshots[epoch][key], snap[key], rtol=rtol,
+                                       atol=1e-12 * max(np.abs(snap[key]).max(), 1e-300))
+    assert got.settings == want.settings
+
+
+MIXED_RUNS = [
+    {"m_init": 3.0, "lam": 1e-3, "epochs": 7, "model": {"kind": "identity"}},
+    {"m_init": 2.0, "lam": 1e-2, "lambda_on": "mse", "mode": "conserve", "optimizer": "adam",
+     "lr": 0.05, "epochs": 12, "param": "softplus", "model": {"kind": "identity"},
+     "snapshot_every": 4},
+    {"m_init": 1.5, "lam": 1e3, "lambda_on": "mse", "mode": "renormalize", "param": "sigmoid",
+     "r_max": 9.0, "optimizer": "adam", "lr": 0.2, "epochs": 9, "tv": 0.01,
+     "model": {"kind": "identity"}, "log_every": 3},
+    {"m_init": 4.0, "lam": 1e-4, "mode": "conserve", "param": "exp", "lr": 0.01, "epochs": 5,
+     "model": {"kind": "identity"}, "mse_norm": "ref"},
+]
+
+
+def test_mixed_settings_and_lengths_equal_separate_fits():
+    inputs = [spectrogram(i, T) for i, T in enumerate((30, 41, 17, 41))]
+    batch = specblur.fit_batch(inputs, MIXED_RUNS)
+    for X, run, got in zip(inputs, MIXED_RUNS, batch):
+        assert got.r.shape == X.shape  # padding never reaches a result
+        assert_same_result(got, specblur.fit(X, **run))
+
+
+@pytest.mark.parametrize("model", [{"kind": "logmel", "n_mels": 8},
+                                   {"kind": "mlp", "n_mels": 8, "hidden": [6], "out": 4}])
+def test_batched_models_equal_separate_fits(model):
+    inputs = [spectrogram(i, 25) for i in range(3)] + [spectrogram(9, 14)]
+    runs = [{"m_init": 2.0 + i, "lam": 10.0 ** -i, "lambda_on": "mse", "mode": "conserve",
+             "optimizer": "adam", "lr": 0.1, "epochs": 6 + i, "model": model} for i in range(4)]
+    for X, run, got in zip(inputs, runs, specblur.fit_batch(inputs, runs, sr=8000)):
+        assert_same_result(got, specblur.fit(X, sr=8000, **run))
+
+
+def test_model_called_once_per_epoch_on_a_stack(monkeypatch):
+    calls = []
+    forward = models.LogMel.forward
+
+    def counting(self, Y):
+        calls.append(Y.shape)
+        return forward(self, Y)
+
+    monkeypatch.setattr(models.LogMel, "forward", counting)
+    X = spectrogram(0, 20)
+    runs = [{"lam": lam, "epochs": 4, "model": {"kind": "logmel", "n_mels": 8}}
+            for lam in (1e-3, 1e-2, 1e-1)]
+    specblur.fit_batch([X, X, X], runs, sr=8000)
+    stacked = [shape for shape in calls if len(shape) == 3]
+    assert stacked == [(3, 33, 20)] * 5  # epochs 0..4, one call each; refs are per run
+
+
+class PerItem:
+    """A plug-in without ``supports_batch``: it sees only (K, T) arrays."""
+
+    def forward(self, Y):
+        assert Y.ndim == 2
+        return np.sqrt(Y + 1.0)
+
+    def vjp(self, Y, g_out):
+        assert Y.ndim == 2
+        return 0.5 * g_out / np.sqrt(Y + 1.0)
+
+
+def test_plug_in_without_batches_is_called_per_run(monkeypatch):
+    monkeypatch.setattr(models, "make_model", lambda spec, **kw: PerItem())
+    monkeypatch.setattr("specblur.fitting.make_model", lambda spec, **kw: PerItem())
+    inputs = [spectrogram(1, 12), spectrogram(2, 12)]
+    runs = [{"lam": 1e-3, "epochs": 3, "model": {"kind": "identity"}}] * 2
+    for X, got in zip(inputs, specblur.fit_batch(inputs, runs)):
+        assert_same_result(got, specblur.fit(X, **runs[0]))
+
+
+def test_a_diverging_run_leaves_and_the_others_go_on():
+    X = spectrogram(3, 16)
+    runs = [{"m_init": 2.0, "lam": 1e-3, "epochs": 8, "model": {"kind": "identity"}},
+            {"m_init": 2.5, "param": "exp", "lam": 1.0, "lr": 1e3, "epochs": 8,
+             "model": {"kind": "identity"}},  # r = e^m overflows
+            {"m_init": 3.0, "lam": 1e-2, "epochs": 6, "mode": "conserve",
+             "model": {"kind": "identity"}}]
+    batch = specblur.fit_batch([X, X, X], runs)
+    assert [res.status for res in batch] == ["done", "diverged", "done"]
+    assert len(batch[1].history) < 8
+    for run, got in zip(runs, batch):
+        assert_same_result(got, specblur.fit(X, **run))
+
+
+def test_one_mapping_applies_to_every_input():
+    inputs = [spectrogram(4, 10), spectrogram(5, 13)]
+    run = {"lam": 1e-3, "epochs": 3, "model": {"kind": "identity"}}
+    for X, got in zip(inputs, specblur.fit_batch(inputs, run)):
+        assert_same_result(got, specblur.fit(X, **run))
+
+
+def test_a_stack_is_a_batch_of_its_items():
+    stack = np.stack([spectrogram(6, 11), spectrogram(7, 11)])
+    run = {"lam": 1e-2, "epochs": 3, "model": {"kind": "identity"}}
+    for X, got in zip(stack, specblur.fit_batch(stack, run)):
+        assert_same_result(got, specblur.fit(X, **run))
+
+
+@pytest.mark.parametrize("inputs, runs, match", [
+    ([np.ones((5, 4)), np.ones((6, 4))], {}, "same number of bins"),
+    ([np.ones((5, 4))], [{}, {}], "1 inputs and 2 settings"),
+    ([np.ones((5, 4)), np.full((5, 4), np.nan)], {}, "run 1: X has non-finite"),
+    ([np.ones((5, 4))], [{"lamda": 1.0}], "run 0: .*lamda"),
+])
+def test_bad_batches_are_rejected(inputs, runs, match):
+    with pytest.raises(SpecblurError, match=match):
+        specblur.fit_batch(inputs, runs)
+
+
+def test_empty_batch():
+    assert specblur.fit_batch([], []) == []
+
+
+@settings(deadline=None, max_examples=12)
+@given(lengths=st.lists(st.integers(3, 24), min_size=1, max_size=4),
+       epochs=st.lists(st.integers(1, 6), min_size=4, max_size=4),
+       modes=st.lists(st.sampled_from(specblur.MODES), min_size=4, max_size=4),
+       seed=st.integers(0, 2**16))
+def test_any_batch_equals_separate_fits(lengths, epochs, modes, seed):
+    rng = np.random.default_rng(seed)
+    inputs = [rng.random((9, T)) for T in lengths]
+    runs = [{"m_init": float(rng.uniform(1.5, 4.0)), "lam": float(10 ** rng.uniform(-4, 0)),
+             "epochs": e, "mode": mode, "optimizer": "adam", "lr": 0.1,
+             "model": {"kind": "identity"}} for e, mode in zip(epochs, modes)][:len(inputs)]
+    for X, run, got in zip(inputs, runs, specblur.fit_batch(inputs, runs)):
+        assert_same_result(got, specblur.fit(X, **run))
