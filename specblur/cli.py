@@ -9,6 +9,7 @@ import sys
 
 from .errors import SpecblurError
 from .kernels import DEVICES
+from .schema import BATCH_MEMORY, MAX_BATCH
 
 
 def _fail(prog, message):
@@ -41,9 +42,16 @@ def sweep_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the runs and which are done")
     parser.add_argument("--force", action="store_true", help="rerun every run")
     parser.add_argument("--retry-failed", action="store_true", help="rerun the runs that failed")
+    parser.add_argument("--batch", type=int, default=None, metavar="N",
+                        help="learn at most N runs together in lockstep (1: each run alone; "
+                             "default: the runs that can share a batch, spread over the "
+                             f"workers, at most {MAX_BATCH} and about "
+                             f"{BATCH_MEMORY / 2 ** 30:g} GiB per batch)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         return _fail(parser.prog, f"--jobs must be at least 1, got {args.jobs}")
+    if args.batch is not None and args.batch < 1:
+        return _fail(parser.prog, f"--batch must be at least 1, got {args.batch}")
     try:
         from pathlib import Path
 
@@ -60,7 +68,7 @@ def sweep_main(argv: list[str] | None = None) -> int:
             for_device("cuda")
         runs = run_sweep(sweep, out=args.out, jobs=args.jobs, device=args.device,
                          scheduler=args.scheduler, force=args.force,
-                         retry_failed=args.retry_failed)
+                         retry_failed=args.retry_failed, batch=args.batch)
     except SpecblurError as exc:
         return _fail(parser.prog, str(exc))
     except KeyboardInterrupt:

@@ -15,6 +15,12 @@ HOP = 128
 #: The GE2E speaker encoder consumes its own spectrogram: 16 kHz, 25 ms windows, 10 ms hop.
 SPEAKER_ENCODER_INPUT = {"sr": 16000, "n_fft": 400, "hop": 160}
 
+# --- lockstep batches of a sweep (``specblur-sweep --batch``) -------------------------------
+#: Memory one automatic batch of runs may take, in bytes (the runner's estimate).
+BATCH_MEMORY = 2 * 1024 ** 3
+#: Most runs in one automatic batch.
+MAX_BATCH = 64
+
 # --- the history table (SPEC §7) ----------------------------------------------------------
 #: Statistics over bins that the objective computes in one pass, in this order.
 STATS = ("gmse_mean", "gmse_var", "gent_mean", "gent_var", "m_mean", "m_std", "m_min", "m_max",

@@ -95,8 +95,9 @@ class PerItem:
 
 
 def test_plug_in_without_batches_is_called_per_run(monkeypatch):
-    monkeypatch.setattr(models, "make_model", lambda spec, **kw: PerItem())
-    monkeypatch.setattr("specblur.fitting.make_model", lambda spec, **kw: PerItem())
+    from specblur import fitting
+
+    monkeypatch.setattr(fitting, "make_model", lambda spec, **kw: PerItem())
     inputs = [spectrogram(1, 12), spectrogram(2, 12)]
     runs = [{"lam": 1e-3, "epochs": 3, "model": {"kind": "identity"}}] * 2
     for X, got in zip(inputs, specblur.fit_batch(inputs, runs)):
@@ -159,3 +160,96 @@ def test_any_batch_equals_separate_fits(lengths, epochs, modes, seed):
              "model": {"kind": "identity"}} for e, mode in zip(epochs, modes)][:len(inputs)]
     for X, run, got in zip(inputs, runs, specblur.fit_batch(inputs, runs)):
         assert_same_result(got, specblur.fit(X, **run))
+
+
+# --- the sweep runner's batches ------------------------------------------------------------
+
+def _task(run_id, spec, folder="", **settings):
+    from specblur.settings import resolve
+    from specblur.sweep.runner import Task
+
+    return Task(run_id, resolve({"epochs": 3, "model": {"kind": "identity"}, **settings}),
+                spec, str(folder))
+
+
+def _spec(T=12, K=33, value=None):
+    from specblur.audio import Spectrogram
+
+    mag = spectrogram(0, T, K) if value is None else np.full((K, T), value)
+    return Spectrogram(mag=mag, phase=None, sr=8000, n_fft=2 * (K - 1), hop=16)
+
+
+def test_batches_group_runs_that_share_a_model_and_shape():
+    from specblur.sweep.runner import batches
+
+    a, b = _spec(), _spec(K=17)
+    tasks = [_task(f"{i:012x}", a, lam=10.0 ** -i) for i in range(6)]
+    tasks += [_task("b" * 12, b), _task("c" * 12, a, model={"kind": "logmel", "n_mels": 4}),
+              _task("d" * 12, a, seed=7)]
+    ids = lambda groups: [[t.run_id for t in g] for g in groups]  # noqa: E731
+    assert ids(batches(tasks, 1)) == [[t.run_id] for t in tasks]
+    assert ids(batches(tasks, 4)) == [ids([tasks[:4]])[0], ids([tasks[4:6]])[0],
+                                      ["b" * 12], ["c" * 12], ["d" * 12]]
+    auto = ids(batches(tasks, None, workers=2))  # six alike runs over two workers
+    assert auto[:2] == [ids([tasks[:3]])[0], ids([tasks[3:6]])[0]] and len(auto) == 5
+
+
+def test_automatic_batches_keep_under_the_memory_bound(monkeypatch):
+    from specblur.sweep import runner
+
+    tasks = [_task(f"{i:012x}", _spec(), lam=10.0 ** -i) for i in range(5)]
+    one = runner.run_bytes(tasks[0])
+    assert one >= 33 * 12 * 8 * 16
+    monkeypatch.setattr(runner, "BATCH_MEMORY", 2 * one)
+    assert [len(g) for g in runner.batches(tasks, None, workers=1)] == [2, 2, 1]
+    monkeypatch.setattr(runner, "BATCH_MEMORY", one // 2)
+    assert [len(g) for g in runner.batches(tasks, None, workers=1)] == [1] * 5
+
+
+def test_a_run_that_cannot_start_fails_alone(tmp_path):
+    from specblur.sweep.runner import execute_batch
+
+    silent = _spec(value=0.0)  # mse_norm 'ref' divides by mean(Φ(X)²) = 0
+    tasks = [_task("a" * 12, silent, tmp_path), _task("b" * 12, silent, tmp_path, mse_norm="ref"),
+             _task("c" * 12, silent, tmp_path, lam=0.5)]
+    rows = execute_batch(tasks)
+    assert [row["status"] for row in rows] == ["done", "failed", "done"]
+    assert "mse_norm" in rows[1]["error"]
+    assert (tmp_path / "history" / f"{'a' * 12}.parquet").is_file()
+
+
+SWEEP = """\
+name: lockstep
+input: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32}
+base: {epochs: 6, snapshot_every: 3, log_every: 2, model: {kind: logmel, n_mels: 8}}
+grid:
+  lam: [0.1, 0.001]
+  mode: [truncate, conserve, renormalize]
+  epochs: [4, 6]
+"""
+
+
+def test_sweep_in_batches_writes_what_single_runs_write(tmp_path):
+    import pandas as pd
+    import soundfile as sf
+
+    from specblur.sweep.config import load_sweep
+    from specblur.sweep.runner import run_sweep
+
+    t = np.arange(4000) / 8000
+    sf.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(9 * t)), 8000)
+    (tmp_path / "grid.yaml").write_text(SWEEP)
+    sweep = load_sweep(tmp_path / "grid.yaml")
+    alone = run_sweep(sweep, out=tmp_path / "one", batch=1)
+    together = run_sweep(sweep, out=tmp_path / "all", batch=5)
+    assert len(alone) == len(together) == 12
+    assert sorted(together["run_id"]) == sorted(alone["run_id"])
+    assert (together["status"] == "done").all()
+    for table in ("history", "fields", "outputs"):
+        for run_id in alone["run_id"]:
+            a = pd.read_parquet(tmp_path / "one" / "lockstep" / table / f"{run_id}.parquet")
+            b = pd.read_parquet(tmp_path / "all" / "lockstep" / table / f"{run_id}.parquet")
+            assert list(a.columns) == list(b.columns) and len(a) == len(b)
+            numeric = [c for c in a.columns if c != "seconds" and a[c].dtype.kind in "fi"]
+            np.testing.assert_allclose(b[numeric].to_numpy(float), a[numeric].to_numpy(float),
+                                       rtol=1e-9, atol=1e-12, equal_nan=True)

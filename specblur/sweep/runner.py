@@ -16,16 +16,23 @@ from tqdm.auto import tqdm
 from .._io import exit_with_parent, folder_lock, remove_dead_temporaries
 from ..audio import Spectrogram, load_input, write_wav
 from ..errors import SpecblurError
-from ..fitting import fit
+from ..fitting import fit_batch
 from ..models import make_model
-from ..schema import FINISHED, INPUT_COLUMN, METRICS
+from ..schema import BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH, METRICS
 from ..settings import Settings
 from . import results
 from .config import Sweep
 from .evaluate import write_sweep_faithfulness
 from .segments import write_sweep_segments
 
-__all__ = ["Task", "execute_run", "plan", "run_sweep"]
+__all__ = ["Task", "batches", "execute_batch", "execute_run", "plan", "run_sweep"]
+
+#: Bytes per input bin of one run in a batch: about 6 stacked and 10 per-run float64
+#: fields, plus 5 fields per snapshot (:func:`run_bytes`).
+_FIELDS_PER_RUN, _FIELDS_PER_SNAPSHOT = 16, 5
+#: Bytes per input frame that the speaker encoder keeps for its VJP (3 LSTM layers of 256
+#: units, gates and states, float32, with autograd's copies), measured as about 60 kB.
+_SPEAKER_BYTES_PER_FRAME = 64 * 1024
 
 _RUN_LOCK = threading.Lock()
 
@@ -81,9 +88,43 @@ def _io_fault(error: str) -> bool:
     return any(f"[Errno {code}]" in error for code in IO_ERRNOS)
 
 
+def run_bytes(task: Task) -> int:
+    """Estimated memory of one run in a lockstep batch, in bytes."""
+    K, T = task.spectrogram.mag.shape
+    snapshots = task.settings.epochs // task.settings.snapshot_every + 1
+    size = K * T * 8 * (_FIELDS_PER_RUN + _FIELDS_PER_SNAPSHOT * snapshots)
+    if task.settings.model["kind"] == "speaker_encoder":
+        size += T * _SPEAKER_BYTES_PER_FRAME
+    return size
+
+
+def batches(tasks: list[Task], size: int | None = None, workers: int = 1) -> list[list[Task]]:
+    """Group tasks into lockstep batches of runs that share a model and input shape.
+
+    ``size`` caps a batch (1: every run alone). With None, each group of runs that can
+    share a batch is split evenly over ``workers``, in batches of at most
+    :data:`MAX_BATCH` runs whose estimated memory (:func:`run_bytes`) stays under
+    :data:`BATCH_MEMORY`.
+    """
+    groups = {}
+    for task in tasks:
+        spec = task.spectrogram
+        key = (repr(task.settings.model), task.settings.seed, spec.sr, spec.n_fft,
+               spec.mag.shape[0], task.device)
+        groups.setdefault(key, []).append(task)
+    out = []
+    for group in groups.values():
+        cap = size
+        if cap is None:
+            by_memory = BATCH_MEMORY // max(max(run_bytes(task) for task in group), 1)
+            cap = max(1, min(MAX_BATCH, by_memory, -(-len(group) // max(workers, 1))))
+        out.extend(group[i:i + cap] for i in range(0, len(group), cap))
+    return out
+
+
 def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, device: str = "cpu",
               scheduler: str | None = None, force: bool = False,
-              retry_failed: bool = False) -> pd.DataFrame:
+              retry_failed: bool = False, batch: int | None = None) -> pd.DataFrame:
     """Run every pending run of a sweep and record it under ``<out>/<name>/``.
 
     Parameters
@@ -99,6 +140,10 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
         Address of a Dask distributed scheduler to send the runs to.
     force, retry_failed : bool
         Rerun every run, or also the runs that failed before.
+    batch : int, optional
+        Most runs learnt together in lockstep (:func:`specblur.fit_batch`); 1 runs each
+        run alone. By default (None) the runs that can share a batch are spread evenly
+        over the workers, within :data:`BATCH_MEMORY` and :data:`MAX_BATCH`.
 
     Returns
     -------
@@ -116,10 +161,11 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
                             "way (choose another --out or sweep name)") from None
     note = lambda text: print(f"specblur-sweep: {text}", file=sys.stderr, flush=True)  # noqa: E731
     with folder_lock(folder, note=note):
-        return _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed)
+        return _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed,
+                           batch)
 
 
-def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed):
+def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed, batch):
     """:func:`run_sweep` once this process holds the results folder's lock."""
     _check_same_sweep(sweep, folder)
     remove_dead_temporaries(folder)
@@ -136,7 +182,7 @@ def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_fail
     if not interactive:
         print(f"{sweep.name}: {len(sweep.runs)} runs, {len(tasks)} to run", flush=True)
     done, ran = 0, []
-    for row in _execute(tasks, jobs, scheduler, interactive):
+    for row in _execute(batches(tasks, batch, jobs), jobs, scheduler, interactive):
         _record(folder, row)
         ran.append(row["run_id"])
         done += 1
@@ -216,19 +262,20 @@ def _record(folder, row):
     results.write_table(folder / "runs.parquet", runs)
 
 
-def _execute(tasks, jobs, scheduler, interactive):
-    if not tasks:
+def _execute(groups, jobs, scheduler, interactive):
+    """Run each batch of tasks; yield every run's row as its batch ends."""
+    if not groups:
         return
     if scheduler:
-        yield from _execute_dask(tasks, scheduler)
+        yield from _execute_dask(groups, scheduler)
     elif jobs <= 1:
-        for task in tasks:
-            yield execute_run(task, epoch_bar=interactive)
+        for group in groups:
+            yield from execute_batch(group, epoch_bar=interactive)
     else:
-        yield from _execute_local(tasks, jobs)
+        yield from _execute_local(groups, jobs)
 
 
-def _execute_local(tasks, jobs):
+def _execute_local(groups, jobs):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -241,9 +288,9 @@ def _execute_local(tasks, jobs):
                                    initargs=(threads, os.getpid()),
                                    mp_context=multiprocessing.get_context("spawn"))
         try:
-            futures = [pool.submit(execute_run, task) for task in tasks]
+            futures = [pool.submit(execute_batch, group) for group in groups]
             for future in as_completed(futures):
-                yield future.result()
+                yield from future.result()
         except BaseException:  # Ctrl-C or a closed generator: drop the queued runs now
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.terminate()
@@ -269,7 +316,7 @@ def _init_worker(threads, parent):
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def _execute_dask(tasks, address):
+def _execute_dask(groups, address):
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -280,18 +327,23 @@ def _execute_dask(tasks, address):
         raise SpecblurError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     with client:
         scattered = {}  # each input's spectrogram once
-        for task in tasks:
-            if id(task.spectrogram) not in scattered:
-                scattered[id(task.spectrogram)] = client.scatter(task.spectrogram, broadcast=True)
-        futures = [client.submit(_execute_remote, replace(task, spectrogram=None),
-                                 scattered[id(task.spectrogram)], pure=False) for task in tasks]
+        for group in groups:
+            for task in group:
+                if id(task.spectrogram) not in scattered:
+                    scattered[id(task.spectrogram)] = client.scatter(task.spectrogram,
+                                                                     broadcast=True)
+        futures = [client.submit(_execute_remote, [replace(task, spectrogram=None)
+                                                   for task in group],
+                                 [scattered[id(task.spectrogram)] for task in group], pure=False)
+                   for group in groups]
         for future in as_completed(futures):
-            yield future.result()
+            yield from future.result()
 
 
-def _execute_remote(task, spectrogram):
-    """:func:`execute_run` on a Dask worker, with the scattered spectrogram passed apart."""
-    return execute_run(replace(task, spectrogram=spectrogram))
+def _execute_remote(tasks, spectrograms):
+    """:func:`execute_batch` on a Dask worker, with the scattered spectrograms passed apart."""
+    return execute_batch([replace(task, spectrogram=spec)
+                          for task, spec in zip(tasks, spectrograms)])
 
 
 def execute_run(task: Task, epoch_bar: bool = False) -> dict:
@@ -299,39 +351,70 @@ def execute_run(task: Task, epoch_bar: bool = False) -> dict:
 
     Returns the run's row for ``runs.parquet``.
     """
+    return execute_batch([task], epoch_bar)[0]
+
+
+def execute_batch(tasks: list[Task], epoch_bar: bool = False) -> list[dict]:
+    """Fit runs together (:func:`specblur.fit_batch`) and write each one's tables and audio.
+
+    Never raises for the runs' own errors: if the batch cannot start (a run's settings are
+    rejected), each run is tried alone, so that only the bad one fails. Returns the runs'
+    rows for ``runs.parquet``, in the order of ``tasks``.
+    """
     lock = _RUN_LOCK if threading.current_thread() is not threading.main_thread() else None
     if lock:  # numba's parallel kernels must not run from several threads at once
         lock.acquire()
     try:
-        return _execute_run(task, epoch_bar)
+        if len(tasks) > 1:
+            try:
+                return _execute_batch(tasks, epoch_bar, raise_errors=True)
+            except SpecblurError:
+                pass
+        return [row for task in tasks for row in _execute_batch([task], epoch_bar)]
     finally:
         if lock:
             lock.release()
 
 
-def _execute_run(task, epoch_bar):
+def _execute_batch(tasks, epoch_bar, raise_errors=False):
     start = time.perf_counter()
-    run_id, settings = task.run_id, task.settings
-    row = {"run_id": run_id, INPUT_COLUMN: task.input, **results.flatten_settings(settings),
-           "status": "failed",
-           "error": "", "epochs_done": 0, **{c: float("nan") for c in METRICS},
-           "wall_seconds": 0.0, "device": task.device}
+    rows = [{"run_id": task.run_id, INPUT_COLUMN: task.input,
+             **results.flatten_settings(task.settings), "status": "failed", "error": "",
+             "epochs_done": 0, **{c: float("nan") for c in METRICS}, "wall_seconds": 0.0,
+             "device": task.device} for task in tasks]
+    first = tasks[0]
     try:
-        spec = task.spectrogram
-        bar = tqdm(total=settings.epochs, desc=run_id, unit="epoch", leave=False,
-                   disable=not epoch_bar, mininterval=0.5)
-        res = fit(spec, device=task.device, callback=lambda n: bar.update(1), **settings)
+        bar = tqdm(total=max(task.settings.epochs for task in tasks),
+                   desc=first.run_id if len(tasks) == 1 else f"{len(tasks)} runs",
+                   unit="epoch", leave=False, disable=not epoch_bar, mininterval=0.5)
+        fits = fit_batch([task.spectrogram for task in tasks],
+                         [task.settings for task in tasks], device=first.device,
+                         callback=lambda n: bar.update(1))
         bar.close()
-        _write_run(Path(task.folder), run_id, spec, res)
-        final = res.history.iloc[-1]
-        row.update({c: float(final[c]) for c in METRICS})
-        row.update(status=res.status, epochs_done=int(final["epoch"]))
-    except Exception as exc:  # a failed run is recorded and the sweep goes on
-        row["error"] = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, SpecblurError):
-            row["error"] += "\n" + traceback.format_exc(limit=-3)
-    row["wall_seconds"] = time.perf_counter() - start
-    return row
+    except Exception as exc:
+        if raise_errors and isinstance(exc, SpecblurError):
+            raise
+        for row in rows:
+            _fail_row(row, exc)
+        fits = []
+    for task, row, res in zip(tasks, rows, fits):
+        try:
+            _write_run(Path(task.folder), task.run_id, task.spectrogram, res)
+            final = res.history.iloc[-1]
+            row.update({c: float(final[c]) for c in METRICS})
+            row.update(status=res.status, epochs_done=int(final["epoch"]))
+        except Exception as exc:  # a failed run is recorded and the sweep goes on
+            _fail_row(row, exc)
+    seconds = (time.perf_counter() - start) / len(tasks)  # each run's share of the batch
+    for row in rows:
+        row["wall_seconds"] = seconds
+    return rows
+
+
+def _fail_row(row, exc):
+    row["error"] = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, SpecblurError):
+        row["error"] += "\n" + traceback.format_exc(limit=-3)
 
 
 def _write_run(folder, run_id, spec, res):
