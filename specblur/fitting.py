@@ -109,9 +109,11 @@ def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = 
     once on a ``(B, K, T_max)`` stack of the inputs, padded with zero frames (one call per
     boundary mode), and the model once per group of runs with the same model and input
     length, on a B-first array, for models that take one (``supports_batch = True``: the
-    built-in ones); others are called per run. Padding is never seen by a model or a statistic: the
-    objective's passes run on each run's own frames. A run that ends (its epochs are done,
-    or it diverged) leaves the batch; the others go on.
+    built-in ones); a model with ``supports_lengths = True`` (the speaker encoder) takes
+    runs of any lengths in one call, with ``lengths=`` and ignoring the padding. Other
+    models are called per run. Padding never reaches a statistic: the objective's passes
+    run on each run's own frames. A run that ends (its epochs are done, or it diverged)
+    leaves the batch; the others go on.
 
     Parameters
     ----------
@@ -501,28 +503,42 @@ class _Lockstep:
 
 
 def _model_forward(runs, views):
-    """Call each model once per group of its runs with the same length; set ``run.out``.
+    """Call each model once per group of its runs; set each run's ``out``.
 
-    Returns ``[(runs, Y)]`` per call, for :func:`_model_vjp`. A model with ``supports_batch = True``
-    takes a ``(B, K, T)`` array; any other model, and a group of one run, is called on each
-    run's ``(K, T)`` array.
+    A model with ``supports_batch = True`` takes a ``(B, K, T)`` stack of the runs with
+    the same length; one that also has ``supports_lengths = True`` takes the runs of any
+    lengths, zero-padded, with ``lengths=``. Other models, and a group of one run, are
+    called on each run's ``(K, T)`` array. Returns ``[(runs, Y, lengths)]`` per call, for
+    :func:`_model_vjp`.
     """
     groups = {}
     for run in runs:
-        batched = getattr(run.model, "supports_batch", False) is True
-        groups.setdefault((id(run.model), run.T) if batched else (id(run),), []).append(run)
+        model = run.model
+        if getattr(model, "supports_batch", False) is not True:
+            key = (id(run),)
+        elif getattr(model, "supports_lengths", False) is True:
+            key = (id(model),)
+        else:
+            key = (id(model), run.T)
+        groups.setdefault(key, []).append(run)
     calls = []
     for group in groups.values():
         model = group[0].model
         if len(group) == 1:
-            Y = views[group[0]]
+            Y, lengths = views[group[0]], None
             group[0].out = model.forward(Y)
         else:
-            Y = np.stack([views[run] for run in group])
-            out = model.forward(Y)
+            T = max(run.T for run in group)
+            Y = np.zeros((len(group),) + views[group[0]].shape[:-1] + (T,))
+            for i, run in enumerate(group):
+                Y[i, :, :run.T] = views[run]
+            lengths = [run.T for run in group]
+            if min(lengths) == T:
+                lengths = None
+            out = model.forward(Y) if lengths is None else model.forward(Y, lengths=lengths)
             for i, run in enumerate(group):
                 run.out = out[i]
-        calls.append((group, Y))
+        calls.append((group, Y, lengths))
     return calls
 
 
@@ -533,7 +549,7 @@ def _model_vjp(calls, live):
     may keep what its forward computed for the VJP); runs that left meanwhile pull back 0.
     """
     grads = {}
-    for group, Y in calls:
+    for group, Y, lengths in calls:
         if not live.intersection(group):
             continue
         model = group[0].model
@@ -541,10 +557,10 @@ def _model_vjp(calls, live):
             grads[group[0]] = model.vjp(Y, group[0].g_out)
             continue
         g = np.stack([run.g_out if run in live else np.zeros_like(run.g_out) for run in group])
-        G = model.vjp(Y, g)
+        G = model.vjp(Y, g) if lengths is None else model.vjp(Y, g, lengths=lengths)
         for i, run in enumerate(group):
             if run in live:
-                grads[run] = G[i]
+                grads[run] = G[i, :, :run.T]
     return grads
 
 

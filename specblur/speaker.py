@@ -84,6 +84,7 @@ class SpeakerEncoder:
     """
 
     supports_batch = True  # takes (B, K, T) arrays too
+    supports_lengths = True  # and stacks of inputs of different lengths, zero-padded
 
     def __init__(self, sr, n_fft, n_bins, dtype="float32", weights=None):
         if (sr, n_fft) != (INPUT["sr"], INPUT["n_fft"]) or n_bins != INPUT["n_fft"] // 2 + 1:
@@ -135,34 +136,62 @@ class SpeakerEncoder:
                              f"got shape {Y.shape}")
         return Y
 
-    def _embed(self, Yt):
-        """Embeddings ``(B, 256)`` of a ``(B, K, T)`` magnitude tensor."""
+    def _embed(self, Yt, lengths=None):
+        """Embeddings ``(B, 256)`` of a ``(B, K, T)`` magnitude tensor.
+
+        With ``lengths``, item ``b`` is its first ``lengths[b]`` frames: the LSTM runs on a
+        packed sequence, so its final state is that of the item's own last frame.
+        """
         power = Yt * Yt
         mels = power.transpose(1, 2) @ self._mel_t           # (B, T, n_mels), not log
+        if lengths is not None:
+            mels = self.torch.nn.utils.rnn.pack_padded_sequence(
+                mels, self.torch.as_tensor(lengths, dtype=self.torch.int64), batch_first=True,
+                enforce_sorted=False)
         _, (hidden, _) = self.lstm(mels)
         raw = self.torch.relu(self.linear(hidden[-1]))
         return raw / self.torch.linalg.vector_norm(raw, dim=1, keepdim=True)
 
-    def forward(self, Y: np.ndarray) -> np.ndarray:
-        """The unit-norm embedding, shape ``(256, 1)`` (or ``(B, 256, 1)``), float64."""
+    def _lengths(self, Y, lengths):
+        if lengths is None:
+            return None
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if Y.ndim != 3 or lengths.shape != (Y.shape[0],) or (lengths < 1).any() \
+                or (lengths > Y.shape[2]).any():
+            raise SpecblurError(f"lengths must give 1..T frames for each item of a (B, K, T) "
+                                f"stack; got {lengths.tolist()} for shape {Y.shape}")
+        return lengths
+
+    def forward(self, Y: np.ndarray, lengths=None) -> np.ndarray:
+        """The unit-norm embedding, shape ``(256, 1)`` (or ``(B, 256, 1)``), float64.
+
+        ``lengths`` (for a ``(B, K, T)`` stack) gives each item's number of frames; the
+        frames beyond it are ignored.
+        """
         Y = self._check(Y)
+        lengths = self._lengths(Y, lengths)
         batch = Y.ndim == 3
         Yt = self.torch.tensor(Y if batch else Y[None], dtype=self.dtype).requires_grad_(True)
         with self.torch.enable_grad():
-            emb = self._embed(Yt)
+            emb = self._embed(Yt, lengths)
         # Kept for the vjp that usually follows at the same Y (one forward per epoch).
-        self._cache = (np.array(Y, copy=True), Yt, emb)
+        self._cache = (np.array(Y, copy=True), lengths, Yt, emb)
         out = emb.detach().numpy().astype(np.float64)[..., None]
         return out if batch else out[0]
 
-    def vjp(self, Y: np.ndarray, g_out: np.ndarray) -> np.ndarray:
-        """Pull `g_out` of shape ``(256, 1)`` (or ``(B, 256, 1)``) back to ``Y``'s shape."""
+    def vjp(self, Y: np.ndarray, g_out: np.ndarray, lengths=None) -> np.ndarray:
+        """Pull `g_out` of shape ``(256, 1)`` (or ``(B, 256, 1)``) back to ``Y``'s shape.
+
+        With ``lengths``, as in :meth:`forward`; frames beyond an item's length get 0.
+        """
         Y = self._check(Y)
+        lengths = self._lengths(Y, lengths)
         cache, self._cache = self._cache, None
-        if cache is None or cache[0].shape != Y.shape or not np.array_equal(cache[0], Y):
-            self.forward(Y)
+        if cache is None or cache[0].shape != Y.shape or not np.array_equal(cache[0], Y) \
+                or not np.array_equal(cache[1], lengths):
+            self.forward(Y, lengths)
             cache, self._cache = self._cache, None
-        _, Yt, emb = cache
+        _, _, Yt, emb = cache
         g = np.asarray(g_out, dtype=np.float64)
         batch = Y.ndim == 3
         g = g.reshape(emb.shape) if batch else g.reshape(1, -1)

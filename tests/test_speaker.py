@@ -178,6 +178,38 @@ def test_batch_axis(sample, encoder64):
 
 
 @needs_torch
+def test_stack_of_different_lengths(sample, encoder64):
+    lengths = [40, 25, 33]
+    Y = np.zeros((3, 201, 40))
+    for i, T in enumerate(lengths):
+        Y[i, :, :T] = sample.mag[:, 10 * i:10 * i + T]
+    Y[1, :, 30:] = 5.0  # beyond its length: ignored
+    g = np.random.default_rng(3).standard_normal((3, 256, 1))
+    out = encoder64.forward(Y, lengths=lengths)
+    G = encoder64.vjp(Y, g, lengths=lengths)
+    for i, T in enumerate(lengths):
+        np.testing.assert_allclose(out[i], encoder64.forward(Y[i, :, :T]), atol=1e-12)
+        np.testing.assert_allclose(G[i, :, :T], encoder64.vjp(Y[i, :, :T], g[i]), atol=1e-12)
+        assert not G[i, :, T:].any()
+    with pytest.raises(specblur.SpecblurError, match="lengths"):
+        encoder64.forward(Y, lengths=[40, 41, 3])
+
+
+@needs_torch
+def test_lockstep_batch_of_clips_equals_separate_fits(sample):
+    clips = [sample.mag[:, :60], sample.mag[:, 100:145], sample.mag[:, 200:260]]
+    runs = [{"model": {"kind": "speaker_encoder", "dtype": "float64"}, "param": "sigmoid",
+             "r_max": 16.0, "m_init": 1.5, "lam": 1e3 * (i + 1), "lambda_on": "mse",
+             "mode": "conserve", "optimizer": "adam", "lr": 0.5, "epochs": 3 + i}
+            for i in range(3)]
+    batch = specblur.fit_batch(clips, runs, sr=16000)
+    for X, run, got in zip(clips, runs, batch):
+        want = specblur.fit(X, sr=16000, **run)
+        np.testing.assert_allclose(got.r, want.r, rtol=1e-9)
+        np.testing.assert_allclose(got.history["mse"], want.history["mse"], rtol=1e-9)
+
+
+@needs_torch
 def test_short_sweep_runs_end_to_end(tmp_path):
     from specblur.sweep.runner import run_sweep
 

@@ -1,0 +1,78 @@
+"""Run-epochs per second of a sweep in lockstep batches against ``--batch 1``, side by side.
+
+    python benchmarks/bench_batch.py [sweeps/corpus.yaml] [--epochs 40] [--jobs 1 2]
+                                     [--repeat 1]
+
+Runs the sweep file's runs (by default the speaker encoder over the bundled sample and the
+six corpus clips) through ``specblur.sweep.runner.run_sweep`` twice per ``--jobs`` value,
+into temporary folders: with ``batch=1`` (each run alone, the behaviour before lockstep
+batches) and with the automatic batch size; the two alternate ``--repeat`` times and the
+best wall time of each counts. ``--epochs`` shortens every run (the per-epoch cost does
+not depend on it); the faithfulness evaluation is left out. Prints run-epochs per second
+and their ratio, and the peak RSS of this process (the sweep with ``--jobs 1`` runs in it).
+"""
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from specblur.sweep.config import load_sweep
+from specblur.sweep.runner import run_sweep
+
+
+def shortened(path, epochs, folder):
+    """A copy of the sweep file with ``epochs`` per run, no evaluation, absolute inputs."""
+    spec = yaml.safe_load(Path(path).read_text())
+    spec.pop("evaluate", None)
+    spec["base"] = {**spec.get("base", {}), "epochs": epochs, "snapshot_every": epochs,
+                    "log_every": max(1, epochs // 4)}
+    audio = spec["input"]["audio"]
+    audio = audio if isinstance(audio, list) else [audio]
+    spec["input"]["audio"] = [str((Path(path).parent / a).resolve()) for a in audio]
+    if isinstance(spec["input"].get("segments"), str) and spec["input"]["segments"] != "auto":
+        spec["input"].pop("segments")
+    out = Path(folder) / "bench.yaml"
+    out.write_text(yaml.safe_dump(spec))
+    return load_sweep(out)
+
+
+def timed(sweep, jobs, batch, folder):
+    start = time.perf_counter()
+    runs = run_sweep(sweep, out=folder, jobs=jobs, batch=batch, force=True)
+    wall = time.perf_counter() - start
+    if not (runs["status"] == "done").all():
+        sys.exit(f"a run did not finish: {runs[['run_id', 'status', 'error']]}")
+    return wall
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep", nargs="?", default="sweeps/corpus.yaml")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = shortened(args.sweep, args.epochs, tmp)
+        n = len(sweep.runs) * args.epochs
+        print(f"{args.sweep}: {len(sweep.runs)} runs x {args.epochs} epochs = {n} run-epochs")
+        print(f"{'jobs':>4} {'batch 1 s':>10} {'auto s':>8} {'batch 1 ep/s':>13} "
+              f"{'auto ep/s':>10} {'speed-up':>9}")
+        for jobs in args.jobs:
+            best = {1: float("inf"), None: float("inf")}
+            for _ in range(args.repeat):
+                for batch in (1, None):
+                    best[batch] = min(best[batch], timed(sweep, jobs, batch,
+                                                         Path(tmp) / f"out-{jobs}-{batch}"))
+            print(f"{jobs:4d} {best[1]:10.1f} {best[None]:8.1f} {n / best[1]:13.1f} "
+                  f"{n / best[None]:10.1f} {best[1] / best[None]:8.2f}x")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process (the --jobs 1 sweeps run in it): {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
