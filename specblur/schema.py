@@ -35,10 +35,30 @@ HISTORY_COLUMNS = ("epoch", *METRICS, "seconds")
 # --- snapshots ----------------------------------------------------------------------------
 OUTPUT_COLUMNS = ("dim", "mean", "std", "q05", "q50", "q95")
 FIELD_NAMES = ("m", "r", "g_mse", "g_ent")
+#: A fields table in memory: the readers of :mod:`specblur.sweep.results` give every field
+#: as float64, whatever the file holds.
 FIELD_TYPES = {"run_id": str, "epoch": np.int32, "k": np.int32, "t": np.int32,
                **{name: np.float64 for name in FIELD_NAMES}}
 OUTPUT_TYPES = {"run_id": str, "epoch": np.int32, "dim": np.int64,
                 **{name: np.float64 for name in OUTPUT_COLUMNS[1:]}}
+#: How ``fields/<run_id>.parquet`` stores the fields: a sweep's ``store_dtype`` key, the
+#: default first. The choice does not change a run's id.
+STORE_DTYPES = ("float32", "float64")
+STORE_DTYPE = STORE_DTYPES[0]
+#: ``final/<run_id>.parquet``: the last snapshot's ``m`` and ``r`` at float64 whatever
+#: ``store_dtype`` is, so that the final fields read back exactly as the fit left them.
+FINAL_NAMES = ("m", "r")
+FINAL_TYPES = {"run_id": str, "epoch": np.int32, "k": np.int32, "t": np.int32,
+               **{name: np.float64 for name in FINAL_NAMES}}
+
+
+def stored_field_types(store_dtype: str = STORE_DTYPE) -> dict:
+    """The dtypes of a fields file written with ``store_dtype`` (one of STORE_DTYPES)."""
+    if store_dtype not in STORE_DTYPES:
+        raise ValueError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, "
+                         f"got {store_dtype!r}")
+    return {**FIELD_TYPES, **{name: np.dtype(store_dtype).type for name in FIELD_NAMES}}
+
 
 # --- segments (per label and band radius statistics) --------------------------------------
 SEGMENT_TYPES = {"run_id": str, "epoch": np.int32, "label": str, "band": str, "f_lo": float,
@@ -57,7 +77,7 @@ FINISHED = ("done", "diverged")
 RUN_COLUMNS = ("status", "error", "epochs_done", *METRICS, "wall_seconds", "device")
 
 #: The per-run tables of a results folder, each ``<name>/<run_id>.parquet``.
-TABLES = ("history", "fields", "outputs", "segments", "faithfulness")
+TABLES = ("history", "fields", "final", "outputs", "segments", "faithfulness")
 
 # --- faithfulness (SPEC §9.5 in sweeps: the evaluate section, an extension of SPEC §8) ----
 #: ``faithfulness/<run_id>.parquet``: the tidy table of :func:`specblur.faithfulness` for

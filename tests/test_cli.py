@@ -34,7 +34,7 @@ HISTORY_METRICS = ["loss", "mse", "entropy", "gmse_mean", "gmse_var", "gent_mean
 SETTING_COLUMNS = ["m_init", "lam", "lambda_on", "entropy_reduce", "eps", "mode", "param",
                    "optimizer", "lr", "beta1", "beta2", "adam_eps", "epochs", "log_every",
                    "snapshot_every", "r_max", "tv", "tv_delta", "mse_norm", "model.kind", "seed"]
-TABLES = ("history", "fields", "outputs")
+TABLES = ("history", "fields", "final", "outputs")
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -209,6 +209,9 @@ def test_per_run_tables(tiny):
         assert sorted(fields["epoch"].unique()) == [2, 4, 5]
         assert len(fields) == 3 * K * T
         assert not fields.duplicated(["epoch", "k", "t"]).any()
+        final = pd.read_parquet(folder / "final" / f"{run_id}.parquet")
+        assert list(final.columns) == ["run_id", "epoch", "k", "t", "m", "r"]
+        assert (final["epoch"] == 5).all() and len(final) == K * T
         outputs = pd.read_parquet(folder / "outputs" / f"{run_id}.parquet")
         assert {"epoch", "dim", "mean", "std", "q05", "q50", "q95"} <= set(outputs.columns)
         assert sorted(outputs["epoch"].unique()) == [2, 4, 5]
@@ -252,7 +255,7 @@ def test_sweep_yaml_is_the_resolved_sweep(tiny):
 def test_load_returns_every_table_with_string_run_ids(tiny):
     res = load(tiny["folder"])
     assert specblur.load is load
-    for name in ("runs", "history", "fields", "outputs"):
+    for name in ("runs", "history", "fields", "final", "outputs"):
         df = getattr(res, name)
         assert isinstance(df, pd.DataFrame)
         assert set(df["run_id"]) == set(tiny["ids"]), name

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from .._checks import check_keys, suggest, to_int, to_mapping
+from .._checks import check_keys, suggest, to_choice, to_int, to_mapping
 from ..errors import SpecblurError
 from ..models import check_model_input
+from ..schema import STORE_DTYPE, STORE_DTYPES
 from ..settings import ID_NEUTRAL, SETTINGS, Settings, check_m_init, resolve, resolved_r_max
 from .evaluate import check_config as check_evaluate
 from .inputs import INPUT_KEYS, Input, expand_inputs, split_grid
@@ -27,7 +28,8 @@ from .inputs import INPUT_KEYS, Input, expand_inputs, split_grid
 __all__ = ["INPUT_KEYS", "Input", "Run", "Sweep", "TOP_KEYS", "load_sweep", "make_run_id"]
 
 TOP_KEYS = ("name", "input", "base", "runs", "grid", "seeds",
-            "evaluate")  # see specblur.sweep.evaluate.check_config
+            "evaluate",  # see specblur.sweep.evaluate.check_config
+            "store_dtype")  # how fields/ stores the snapshots; not part of the run ids
 
 
 class _Loader(yaml.SafeLoader):
@@ -88,6 +90,10 @@ class Sweep:
     evaluate : dict
         What to evaluate after the runs: ``{}`` or ``{"faithfulness": options}``. Not part
         of the run ids.
+    store_dtype : str
+        How ``fields/<run_id>.parquet`` stores the snapshots' fields, one of
+        :data:`~specblur.schema.STORE_DTYPES` (the last snapshot's ``m`` and ``r`` go to
+        ``final/`` at float64 either way). Not part of the run ids.
     """
 
     name: str
@@ -96,6 +102,7 @@ class Sweep:
     runs: list
     raw: dict
     evaluate: dict = field(default_factory=dict)
+    store_dtype: str = STORE_DTYPE
 
     @property
     def input(self) -> dict:
@@ -126,6 +133,7 @@ class Sweep:
             "runs": [{"run_id": run.run_id, "input": run.input.name, **run.settings.as_dict()}
                      for run in self.runs],
             **({"evaluate": self.evaluate} if self.evaluate else {}),
+            "store_dtype": self.store_dtype,
         }
 
 
@@ -147,7 +155,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         For a missing or malformed file (with its line number), unknown keys (with the
         closest valid one), wrong types, empty axes, a key set by both a runs entry and
         the grid, a missing or unreadable input file, an input pattern that matches no
-        file, two inputs with the same stem or content, and a bad ``evaluate`` section.
+        file, two inputs with the same stem or content, a bad ``evaluate`` section and a
+        ``store_dtype`` other than ``float32`` or ``float64``.
     """
     path = Path(path)
     where = str(path)
@@ -188,6 +197,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     grid = _check_grid(grid, where)
     seeds = _check_seeds(raw.get("seeds", [0]), where)
     evaluate = check_evaluate(raw.get("evaluate"), where)  # not part of the run ids
+    store_dtype = _check_store_dtype(raw.get("store_dtype", STORE_DTYPE), where)  # nor this
 
     runs, seen = [], set()
     for i, entry in enumerate(entries):
@@ -210,7 +220,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
                         seen.add(run_id)
                         runs.append(Run(run_id, settings, source))
     return Sweep(name=name, path=path.resolve(), inputs=inputs, runs=runs, raw=raw,
-                 evaluate=evaluate)
+                 evaluate=evaluate, store_dtype=store_dtype)
 
 
 def _origin(where, raw, i, point):
@@ -307,6 +317,13 @@ def _check_grid(grid, where):
         _nested({key: values[0]}, f"{where}: grid")
         axes.append([(key, v) for v in values])
     return [_nested(dict(combo), f"{where}: grid") for combo in itertools.product(*axes)]
+
+
+def _check_store_dtype(value, where):
+    if value is None:
+        raise SpecblurError(f"{where}: store_dtype is empty (null); give it a value or leave "
+                            f"the key out for its default {STORE_DTYPE!r}")
+    return to_choice(value, STORE_DTYPES, f"{where}: store_dtype")
 
 
 def _check_seeds(seeds, where):

@@ -1,12 +1,17 @@
 """The results folder of a sweep (SPEC §8): atomic writes, readers and ``specblur.load``.
 
 Layout of ``<out>/<name>/``: ``sweep.yaml``, ``runs.parquet``, ``history/``, ``fields/``,
-``outputs/`` (one Parquet file per run, each with a string ``run_id`` column), the optional
-``segments/`` and ``faithfulness/`` (written by the sweep hooks) and ``audio/``
-(``audio/<input stem>/original.wav`` per input, ``audio/<run_id>/epoch_<N>.wav`` per
-snapshot; older folders have one ``audio/original.wav``). Every file is written to a hidden
+``final/``, ``outputs/`` (one Parquet file per run, each with a string ``run_id`` column),
+the optional ``segments/`` and ``faithfulness/`` (written by the sweep hooks) and
+``audio/`` (``audio/<input stem>/original.wav`` per input, ``audio/<run_id>/epoch_<N>.wav``
+per snapshot; older folders have one ``audio/original.wav``). Every file is written to a hidden
 temporary file in its folder and renamed, so a reader never sees half a file; Parquet
 readers skip names that start with ``.``.
+
+``fields/`` stores the snapshots' fields at the sweep's ``store_dtype`` (float32 by
+default) and ``final/`` the last snapshot's ``m`` and ``r`` at float64; the readers here
+(:func:`read_fields`, :func:`read_table_folder`, :func:`load`) give every field as float64
+and put the float64 values of ``final/`` in place of the last snapshot's rounded ones.
 """
 from __future__ import annotations
 
@@ -26,10 +31,12 @@ import yaml
 
 from .._io import atomic_write, file_sha256
 from ..errors import SpecblurError
-from ..schema import (FAITHFULNESS_TYPES, FIELD_NAMES, FIELD_TYPES, OUTPUT_TYPES,
-                      SEGMENT_COLUMNS, TABLES, is_run_id)
+from ..schema import (FAITHFULNESS_TYPES, FIELD_NAMES, FIELD_TYPES, FINAL_NAMES, FINAL_TYPES,
+                      OUTPUT_TYPES, SEGMENT_COLUMNS, STORE_DTYPE, TABLES, is_run_id,
+                      stored_field_types)
 
-__all__ = ["Results", "faithfulness_frame", "field_array", "fields_frame", "flatten_settings",
+__all__ = ["Results", "faithfulness_frame", "field_array", "fields_frame", "final_frame",
+           "flatten_settings",
            "input_magnitude", "load", "load_faithfulness", "load_segments", "original_audio",
            "original_wav", "ordered_runs", "read_fields", "read_geometry", "read_inputs",
            "read_runs", "read_sweep",
@@ -40,6 +47,10 @@ def write_table(path: str | os.PathLike, df: pd.DataFrame,
                 metadata: Mapping[str, str] | None = None) -> Path:
     """Write a DataFrame as Parquet (zstd), atomically.
 
+    Floating-point columns are written with the byte-stream-split encoding (each value's
+    bytes in separate streams, which zstd compresses far better than plain floats: a
+    lossless layout that any Parquet reader reads); the other columns (``run_id``,
+    ``epoch``, ``k``, ``t``, strings) are dictionary- and run-length encoded.
     ``metadata`` adds key-value pairs to the file's schema metadata (read them back with
     ``pyarrow.parquet.read_schema(path).metadata``).
     """
@@ -47,7 +58,10 @@ def write_table(path: str | os.PathLike, df: pd.DataFrame,
     if metadata:
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}})
-    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    others = [f.name for f in table.schema if f.name not in floats]
+    return atomic_write(path, lambda tmp: pq.write_table(
+        table, tmp, compression="zstd", use_dictionary=others, use_byte_stream_split=floats))
 
 
 def write_yaml(path: str | os.PathLike, data: dict) -> Path:
@@ -255,7 +269,13 @@ class Results:
 
     Attributes
     ----------
-    runs, history, fields, outputs : pandas.DataFrame
+    runs, history, outputs : pandas.DataFrame
+    fields : pandas.DataFrame
+        Every snapshot's fields, as float64 (stored as the sweep's ``store_dtype``); the
+        last snapshot's ``m`` and ``r`` are the exact float64 values of ``final``.
+    final : pandas.DataFrame
+        Each run's last snapshot's ``m`` and ``r`` at float64 (``final/<run_id>.parquet``;
+        empty for folders written before it).
     segments : pandas.DataFrame
         Radius statistics by segment label and band; empty unless the sweep set
         ``input.segments``.
@@ -269,6 +289,7 @@ class Results:
     runs: pd.DataFrame
     history: pd.DataFrame
     fields: pd.DataFrame
+    final: pd.DataFrame
     outputs: pd.DataFrame
     segments: pd.DataFrame
     faithfulness: pd.DataFrame
@@ -294,20 +315,21 @@ def read_fields(folder: str | os.PathLike, run_id: str, epochs: str | Sequence[i
     Returns
     -------
     pandas.DataFrame
-        The rows of those snapshots (empty when the run has no fields file).
+        The rows of those snapshots (empty when the run has no fields file). The fields
+        are float64; the last snapshot's ``m`` and ``r`` come from ``final/<run_id>.parquet``
+        when it exists, so they are exactly the fit's, whatever ``store_dtype`` was.
     """
     if not is_run_id(run_id):
         raise SpecblurError(f"{run_id!r} is not a run id (12 hex digits)")
     path = Path(folder) / "fields" / f"{run_id}.parquet"
     if not path.is_file():
         return pd.DataFrame({c: [] for c in (columns or ("epoch", "k", "t", "r"))})
-    columns = list(columns) if columns is not None else None
     if isinstance(epochs, str):
         if epochs == "all":
-            return pd.read_parquet(path, columns=columns)
+            return _read_fields_file(path, columns)
         stored = np.unique(pq.read_table(path, columns=["epoch"]).column(0).to_numpy())
         if stored.size == 0:
-            return pd.read_parquet(path, columns=columns)
+            return _read_fields_file(path, columns)
         if epochs == "last":
             epochs = [stored[-1]]
         elif epochs == "ends":
@@ -315,16 +337,53 @@ def read_fields(folder: str | os.PathLike, run_id: str, epochs: str | Sequence[i
         else:
             raise SpecblurError(f"epochs must be 'ends', 'last', 'all' or a list, got {epochs!r}")
     epochs = [int(e) for e in epochs]
-    return pd.read_parquet(path, columns=columns, filters=[("epoch", "in", epochs)])
+    return _read_fields_file(path, columns, filters=[("epoch", "in", epochs)])
+
+
+def _read_fields_file(path: Path, columns=None, filters=None) -> pd.DataFrame:
+    """One ``fields/<run_id>.parquet`` with its fields as float64 and, for the snapshot
+    that ``final/<run_id>.parquet`` holds, its exact ``m`` and ``r``."""
+    columns = list(columns) if columns is not None else None
+    final = [n for n in FINAL_NAMES if columns is None or n in columns]
+    keys = [c for c in ("epoch", "k", "t") if columns is not None and c not in columns]
+    df = pd.read_parquet(path, columns=columns + keys if final and keys else columns,
+                         filters=filters)
+    df = df.astype({c: FIELD_TYPES[c] for c in df.columns if c in FIELD_NAMES})
+    if final and len(df):
+        df = _put_final(df, path.parent.parent / "final" / path.name, final)
+    return df.drop(columns=keys) if final and keys else df
+
+
+def _put_final(df: pd.DataFrame, path: Path, names: list) -> pd.DataFrame:
+    """``df`` with the float64 ``names`` of the final table at ``path`` in its snapshot."""
+    if not path.is_file():  # a folder written before the final tables: fields are float64
+        return df
+    final = pd.read_parquet(path, columns=["epoch", "k", "t", *names])
+    if final.empty:
+        return df
+    rows = np.flatnonzero(df["epoch"].to_numpy() == final["epoch"].iloc[0])
+    if rows.size == 0:
+        return df
+    at = pd.MultiIndex.from_arrays([final["k"], final["t"]]).get_indexer(
+        pd.MultiIndex.from_arrays([df["k"].to_numpy()[rows], df["t"].to_numpy()[rows]]))
+    hit = at >= 0
+    for name in names:
+        values = df[name].to_numpy(dtype=np.float64, copy=True)
+        values[rows[hit]] = final[name].to_numpy(dtype=np.float64)[at[hit]]
+        df[name] = values
+    return df
 
 
 def read_table_folder(folder: str | os.PathLike, name: str) -> pd.DataFrame:
     """Every run's file of one per-run table (``history``, ...) as one DataFrame.
 
     ``run_id`` comes back as a string; a folder with no files gives an empty frame.
+    ``fields`` come back as :func:`read_fields` gives them: float64, with each run's last
+    snapshot's ``m`` and ``r`` from ``final``.
     """
     files = sorted((Path(folder) / name).glob("[!.]*.parquet"))
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else \
+    read = _read_fields_file if name == "fields" else pd.read_parquet
+    df = pd.concat([read(f) for f in files], ignore_index=True) if files else \
         pd.DataFrame({"run_id": []})
     df["run_id"] = df["run_id"].astype(str)
     return df
@@ -383,15 +442,35 @@ def _typed(frames, types):
     return df.astype(types)
 
 
-def fields_frame(run_id: str, snapshots: dict) -> pd.DataFrame:
-    """Long table of the snapshots' fields: run_id, epoch, k, t, m, r, g_mse, g_ent."""
-    frames = []
-    for epoch, snap in sorted(snapshots.items()):
-        K, T = snap["m"].shape
-        k, t = np.divmod(np.arange(K * T, dtype=np.int32), T)
-        frames.append(pd.DataFrame({"run_id": run_id, "epoch": epoch, "k": k, "t": t,
-                                    **{c: snap[c].ravel() for c in FIELD_NAMES}}))
-    return _typed(frames, FIELD_TYPES)
+def _snapshot_rows(run_id: str, epoch: int, snap: dict, names) -> pd.DataFrame:
+    """One snapshot's fields ``names`` as long rows: run_id, epoch, k, t, *names."""
+    K, T = snap["m"].shape
+    k, t = np.divmod(np.arange(K * T, dtype=np.int32), T)
+    return pd.DataFrame({"run_id": run_id, "epoch": epoch, "k": k, "t": t,
+                         **{c: snap[c].ravel() for c in names}})
+
+
+def fields_frame(run_id: str, snapshots: dict, store_dtype: str = STORE_DTYPE) -> pd.DataFrame:
+    """Long table of the snapshots' fields: run_id, epoch, k, t, m, r, g_mse, g_ent.
+
+    The fields are cast to ``store_dtype`` (``float32`` or ``float64``, see
+    :data:`~specblur.schema.STORE_DTYPES`); :func:`final_frame` keeps the last snapshot's
+    ``m`` and ``r`` at float64.
+    """
+    frames = [_snapshot_rows(run_id, epoch, snap, FIELD_NAMES)
+              for epoch, snap in sorted(snapshots.items())]
+    return _typed(frames, stored_field_types(store_dtype))
+
+
+def final_frame(run_id: str, snapshots: dict) -> pd.DataFrame:
+    """The last snapshot's ``m`` and ``r`` at float64: run_id, epoch, k, t, m, r.
+
+    For a ``done`` run these are the fit's final ``m`` and ``r``; for a ``diverged`` one,
+    the last snapshot before it diverged. No snapshot gives an empty table.
+    """
+    frames = [_snapshot_rows(run_id, epoch, snapshots[epoch], FINAL_NAMES)
+              for epoch in sorted(snapshots)[-1:]]
+    return _typed(frames, FINAL_TYPES)
 
 
 def faithfulness_frame(run_id: str, epoch: int, table: pd.DataFrame,

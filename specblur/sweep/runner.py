@@ -18,7 +18,7 @@ from ..audio import Spectrogram, load_input, write_wav
 from ..errors import SpecblurError
 from ..fitting import fit_batch
 from ..models import make_model
-from ..schema import BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH, METRICS
+from ..schema import BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH, METRICS, STORE_DTYPE
 from ..settings import Settings
 from . import results
 from .config import Sweep
@@ -53,6 +53,8 @@ class Task:
         ``"cpu"`` or ``"cuda"``: where the blur kernels run.
     input : str
         The input file's name as the runs table records it (``Input.name``).
+    store_dtype : str
+        How the fields table stores the snapshots (the sweep's ``store_dtype``).
     """
 
     run_id: str
@@ -61,6 +63,7 @@ class Task:
     folder: str
     device: str = "cpu"
     input: str = ""
+    store_dtype: str = STORE_DTYPE
 
 
 #: A run that failed for one of these (a full disk, a read-only or forbidden folder) did
@@ -176,7 +179,7 @@ def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_fail
                       specs[inp.name].sr)
     _, todo = plan(sweep, folder, force, retry_failed, recover=True)
     tasks = [Task(run.run_id, run.settings, specs[run.input.name], str(folder.resolve()),
-                  device, run.input.name) for run in todo]
+                  device, run.input.name, sweep.store_dtype) for run in todo]
     interactive = sys.stderr.isatty()
     bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not interactive)
     if not interactive:
@@ -399,7 +402,7 @@ def _execute_batch(tasks, epoch_bar, raise_errors=False):
         fits = []
     for task, row, res in zip(tasks, rows, fits):
         try:
-            _write_run(Path(task.folder), task.run_id, task.spectrogram, res)
+            _write_run(Path(task.folder), task.run_id, task.spectrogram, res, task.store_dtype)
             final = res.history.iloc[-1]
             row.update({c: float(final[c]) for c in METRICS})
             row.update(status=res.status, epochs_done=int(final["epoch"]))
@@ -417,12 +420,14 @@ def _fail_row(row, exc):
         row["error"] += "\n" + traceback.format_exc(limit=-3)
 
 
-def _write_run(folder, run_id, spec, res):
+def _write_run(folder, run_id, spec, res, store_dtype=STORE_DTYPE):
     history = res.history.copy()
     history.insert(0, "run_id", run_id)
     results.write_table(folder / "history" / f"{run_id}.parquet", history)
     results.write_table(folder / "fields" / f"{run_id}.parquet",
-                        results.fields_frame(run_id, res.snapshots))
+                        results.fields_frame(run_id, res.snapshots, store_dtype))
+    results.write_table(folder / "final" / f"{run_id}.parquet",
+                        results.final_frame(run_id, res.snapshots))
     results.write_table(folder / "outputs" / f"{run_id}.parquet",
                         results.outputs_frame(run_id, res.snapshots))
     if spec.phase is not None:
