@@ -186,12 +186,28 @@ def test_batches_group_runs_that_share_a_model_and_shape():
     tasks = [_task(f"{i:012x}", a, lam=10.0 ** -i) for i in range(6)]
     tasks += [_task("b" * 12, b), _task("c" * 12, a, model={"kind": "logmel", "n_mels": 4}),
               _task("d" * 12, a, seed=7)]
-    ids = lambda groups: [[t.run_id for t in g] for g in groups]  # noqa: E731
+    ids = lambda groups: [sorted(t.run_id for t in g) for g in groups]  # noqa: E731
+    alike = sorted(t.run_id for t in tasks[:6])
     assert ids(batches(tasks, 1)) == [[t.run_id] for t in tasks]
-    assert ids(batches(tasks, 4)) == [ids([tasks[:4]])[0], ids([tasks[4:6]])[0],
-                                      ["b" * 12], ["c" * 12], ["d" * 12]]
+    four = ids(batches(tasks, 4))  # six alike runs: two batches of three, not 4 + 2
+    assert [len(g) for g in four] == [3, 3, 1, 1, 1]
+    assert sorted(four[0] + four[1]) == alike and four[2:] == [["b" * 12], ["c" * 12], ["d" * 12]]
     auto = ids(batches(tasks, None, workers=2))  # six alike runs over two workers
-    assert auto[:2] == [ids([tasks[:3]])[0], ids([tasks[3:6]])[0]] and len(auto) == 5
+    assert [len(g) for g in auto] == [3, 3, 1, 1, 1] and sorted(auto[0] + auto[1]) == alike
+    assert ids(batches(tasks, None, workers=1))[0] == alike
+
+
+def test_batches_share_the_work_evenly():
+    from specblur.sweep.runner import batches
+
+    lengths = [400, 110, 200, 150, 160, 710, 530]  # the corpus sweep's clips, in frames
+    tasks = [_task(f"{i:012x}", _spec(T=T), lam=0.1) for i, T in enumerate(lengths)]
+    groups = batches(tasks, None, workers=2)
+    work = [sum(t.spectrogram.mag.shape[1] for t in g) for g in groups]
+    assert len(groups) == 2 and max(work) <= 1.1 * sum(lengths) / 2  # in order: 860 + 1400
+    for group in groups:  # each batch keeps the sweep's order
+        order = [tasks.index(t) for t in group]
+        assert order == sorted(order)
 
 
 def test_automatic_batches_keep_under_the_memory_bound(monkeypatch):

@@ -107,7 +107,7 @@ def batches(tasks: list[Task], size: int | None = None, workers: int = 1) -> lis
     ``size`` caps a batch (1: every run alone). With None, each group of runs that can
     share a batch is split evenly over ``workers``, in batches of at most
     :data:`MAX_BATCH` runs whose estimated memory (:func:`run_bytes`) stays under
-    :data:`BATCH_MEMORY`.
+    :data:`BATCH_MEMORY`. The batches of a group get about the same work.
     """
     groups = {}
     for task in tasks:
@@ -121,8 +121,22 @@ def batches(tasks: list[Task], size: int | None = None, workers: int = 1) -> lis
         if cap is None:
             by_memory = BATCH_MEMORY // max(max(run_bytes(task) for task in group), 1)
             cap = max(1, min(MAX_BATCH, by_memory, -(-len(group) // max(workers, 1))))
-        out.extend(group[i:i + cap] for i in range(0, len(group), cap))
+        out.extend(_balanced(group, cap))
     return out
+
+
+def _balanced(group, cap):
+    """Split ``group`` into ``ceil(len / cap)`` batches of at most ``cap`` tasks with work
+    (frames x epochs) as even as possible: the costliest task goes to the lightest batch
+    first. Each batch keeps the tasks' order."""
+    n = -(-len(group) // cap)
+    loads, members = [0] * n, [[] for _ in range(n)]
+    cost = lambda i: group[i].spectrogram.mag.shape[1] * group[i].settings.epochs  # noqa: E731
+    for i in sorted(range(len(group)), key=lambda i: -cost(i)):
+        j = min((j for j in range(n) if len(members[j]) < cap), key=lambda j: loads[j])
+        loads[j] += cost(i)
+        members[j].append(i)
+    return [[group[i] for i in sorted(m)] for m in members]
 
 
 def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, device: str = "cpu",
