@@ -9,7 +9,7 @@ import sys
 
 from .errors import SpecblurError
 from .kernels import DEVICES
-from .schema import BATCH_MEMORY, MAX_BATCH
+from .schema import AUTO_BATCH_KINDS, BATCH_MEMORY, MAX_BATCH
 
 
 def _fail(prog, message):
@@ -44,9 +44,10 @@ def sweep_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-failed", action="store_true", help="rerun the runs that failed")
     parser.add_argument("--batch", type=int, default=None, metavar="N",
                         help="learn at most N runs together in lockstep (1: each run alone; "
-                             "default: the runs that can share a batch, spread over the "
-                             f"workers, at most {MAX_BATCH} and about "
-                             f"{BATCH_MEMORY / 2 ** 30:g} GiB per batch)")
+                             "default: runs of the models in "
+                             f"{', '.join(AUTO_BATCH_KINDS)} that can share a batch, spread "
+                             f"over the workers, at most {MAX_BATCH} and about "
+                             f"{BATCH_MEMORY / 2 ** 30:g} GiB per batch; others alone)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         return _fail(parser.prog, f"--jobs must be at least 1, got {args.jobs}")

@@ -20,6 +20,10 @@ SPEAKER_ENCODER_INPUT = {"sr": 16000, "n_fft": 400, "hop": 160}
 BATCH_MEMORY = 2 * 1024 ** 3
 #: Most runs in one automatic batch.
 MAX_BATCH = 64
+#: Model kinds whose runs are batched automatically: those whose calls cost more than the
+#: blur. Runs of cheap models (identity, logmel, mlp) gain nothing from a shared model
+#: call and lose ~20 % to a larger working set, so they run alone unless ``--batch`` asks.
+AUTO_BATCH_KINDS = ("speaker_encoder",)
 
 # --- the history table (SPEC §7) ----------------------------------------------------------
 #: Statistics over bins that the objective computes in one pass, in this order.

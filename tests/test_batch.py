@@ -179,9 +179,11 @@ def _spec(T=12, K=33, value=None):
     return Spectrogram(mag=mag, phase=None, sr=8000, n_fft=2 * (K - 1), hop=16)
 
 
-def test_batches_group_runs_that_share_a_model_and_shape():
+def test_batches_group_runs_that_share_a_model_and_shape(monkeypatch):
+    from specblur.sweep import runner
     from specblur.sweep.runner import batches
 
+    monkeypatch.setattr(runner, "AUTO_BATCH_KINDS", ("identity",))
     a, b = _spec(), _spec(K=17)
     tasks = [_task(f"{i:012x}", a, lam=10.0 ** -i) for i in range(6)]
     tasks += [_task("b" * 12, b), _task("c" * 12, a, model={"kind": "logmel", "n_mels": 4}),
@@ -195,11 +197,16 @@ def test_batches_group_runs_that_share_a_model_and_shape():
     auto = ids(batches(tasks, None, workers=2))  # six alike runs over two workers
     assert [len(g) for g in auto] == [3, 3, 1, 1, 1] and sorted(auto[0] + auto[1]) == alike
     assert ids(batches(tasks, None, workers=1))[0] == alike
+    monkeypatch.setattr(runner, "AUTO_BATCH_KINDS", ("speaker_encoder",))
+    assert ids(batches(tasks, None, workers=1)) == [[t.run_id] for t in tasks]  # cheap: alone
+    assert [len(g) for g in batches(tasks, 6)][:1] == [6]  # unless --batch asks
 
 
-def test_batches_share_the_work_evenly():
+def test_batches_share_the_work_evenly(monkeypatch):
+    from specblur.sweep import runner
     from specblur.sweep.runner import batches
 
+    monkeypatch.setattr(runner, "AUTO_BATCH_KINDS", ("identity",))
     lengths = [400, 110, 200, 150, 160, 710, 530]  # the corpus sweep's clips, in frames
     tasks = [_task(f"{i:012x}", _spec(T=T), lam=0.1) for i, T in enumerate(lengths)]
     groups = batches(tasks, None, workers=2)
@@ -213,6 +220,7 @@ def test_batches_share_the_work_evenly():
 def test_automatic_batches_keep_under_the_memory_bound(monkeypatch):
     from specblur.sweep import runner
 
+    monkeypatch.setattr(runner, "AUTO_BATCH_KINDS", ("identity",))
     tasks = [_task(f"{i:012x}", _spec(), lam=10.0 ** -i) for i in range(5)]
     one = runner.run_bytes(tasks[0])
     assert one >= 33 * 12 * 8 * 16

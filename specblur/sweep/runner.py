@@ -18,7 +18,7 @@ from ..audio import Spectrogram, load_input, write_wav
 from ..errors import SpecblurError
 from ..fitting import fit_batch
 from ..models import make_model
-from ..schema import BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH, METRICS, STORE_DTYPE
+from ..schema import AUTO_BATCH_KINDS, BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH, METRICS, STORE_DTYPE
 from ..settings import Settings
 from . import results
 from .config import Sweep
@@ -107,7 +107,8 @@ def batches(tasks: list[Task], size: int | None = None, workers: int = 1) -> lis
     ``size`` caps a batch (1: every run alone). With None, each group of runs that can
     share a batch is split evenly over ``workers``, in batches of at most
     :data:`MAX_BATCH` runs whose estimated memory (:func:`run_bytes`) stays under
-    :data:`BATCH_MEMORY`. The batches of a group get about the same work.
+    :data:`BATCH_MEMORY`; runs of models outside ``AUTO_BATCH_KINDS`` (cheap ones) then
+    run alone. The batches of a group get about the same work.
     """
     groups = {}
     for task in tasks:
@@ -118,6 +119,8 @@ def batches(tasks: list[Task], size: int | None = None, workers: int = 1) -> lis
     out = []
     for group in groups.values():
         cap = size
+        if cap is None and group[0].settings.model["kind"] not in AUTO_BATCH_KINDS:
+            cap = 1
         if cap is None:
             by_memory = BATCH_MEMORY // max(max(run_bytes(task) for task in group), 1)
             cap = max(1, min(MAX_BATCH, by_memory, -(-len(group) // max(workers, 1))))
