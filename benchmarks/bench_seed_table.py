@@ -1,10 +1,13 @@
-"""Wall time of the whole seed table with ``--jobs 2``, and where the time goes.
+"""Wall time of the whole seed table with ``--jobs 2``, against the kernel floor.
 
     python benchmarks/bench_seed_table.py [--jobs 2] [--out /tmp/specblur-bench]
 
 Runs ``specblur-sweep sweeps/seed_table.yaml --force`` into a scratch folder, then reads
 the results: per run, the fit's own time per epoch (from the history's ``seconds``) and
-the run's wall time (fit + writing tables and audio).
+the run's wall time (fit + writing tables and audio). The kernel floor (issue 12) is the
+public ``specblur.blur`` + ``specblur.blur_vjp`` time of one call on the sample's 257 x 501
+spectrogram (one thread, radii U(0, 2K), truncate; best of 30, timed in this process after
+the sweep) x the table's total epochs / ``--jobs``.
 """
 import argparse
 import subprocess
@@ -13,7 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numba
+import numpy as np
+
 import specblur
+from _timing import best_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +50,17 @@ def main():
     print(f"\nseed table, --jobs {args.jobs}: {wall:.1f} s wall for {epochs} epochs; "
           f"fit {runs['fit_s'].sum():.1f} s, writing {runs['write_s'].sum():.1f} s (summed over "
           f"runs); median {runs['ms_per_epoch'].median():.2f} ms per epoch per worker")
+    numba.set_num_threads(1)
+    spec = specblur.Spectrogram.from_audio(ROOT / "data" / "arctic_a0007.wav", sr=16000,
+                                           n_fft=512, hop=128)
+    X = spec.mag
+    r = np.random.default_rng(0).uniform(0, 2 * X.shape[0], X.shape)
+    G = np.ones_like(X)
+    call = best_of(lambda: (specblur.blur(X, r), specblur.blur_vjp(X, r, G)), 30)
+    floor = call * epochs / args.jobs
+    print(f"kernel floor: {1e3 * call:.2f} ms per blur + blur_vjp at {X.shape[0]} x "
+          f"{X.shape[1]} x {epochs} epochs / {args.jobs} = {floor:.1f} s; wall / floor = "
+          f"{wall / floor:.2f}")
     print(f"results in {out}")
 
 
