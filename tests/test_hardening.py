@@ -53,6 +53,14 @@ BAD = {
                    "normalize_dbfs: -7000}\n", ["input.normalize_dbfs"]),
     "fmax above nyquist": (HEAD + "base: {model: {kind: logmel, n_mels: 4, fmax: 9000}}\n",
                            ["fmax", "Nyquist"]),
+    # a YAML date is no JSON value, and the run id is the JSON of the settings
+    "plug-in date": (HEAD + "base: {model: {kind: python, factory: 'p:make', "
+                     "when: 2024-01-01}}\n", ["model.when", "date 2024-01-01", "quote it"]),
+    "plug-in date in grid": (HEAD + "base: {model: {kind: python, factory: 'p:make'}}\n"
+                             "grid: {model.when: [1, 2024-01-01]}\n",
+                             ["model.when=2024-01-01", "model.when", "quote it"]),
+    "plug-in key not text": (HEAD + "base: {model: {kind: python, factory: 'p:make', "
+                             "opt: {1: a}}}\n", ["model.opt", "keys must be text"]),
 }
 
 
