@@ -355,3 +355,54 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# --- plug-in model keys in the runs table (issue 13) ------------------------------------
+
+PLUGIN = '''
+class Scale:
+    def forward(self, Y):
+        return 2.0 * Y
+
+    def vjp(self, Y, g_out):
+        return 2.0 * g_out
+
+
+def make(sr, n_fft, n_bins, seed, **options):
+    return Scale()
+'''
+
+
+def test_plugin_keys_of_mixed_types_are_json_text(tmp_path, capsys, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    (tmp_path / "mixplugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    values = [3, "a", [1, 2], {"x": 1}, True, None, 2.5]
+    text = HEAD + ("base: {epochs: 2, model: {kind: python, factory: 'mixplugin:make'}}\n"
+                   f"grid: {{model.opt: {json.dumps(values)}}}\n")
+    rc, out, err = run(tmp_path, capsys, text)
+    assert rc == 0 and "Traceback" not in err, err
+    runs = pd.read_parquet(tmp_path / "out" / "h" / "runs.parquet")
+    assert (runs["status"] == "done").all() and len(runs) == len(values)
+    assert all(isinstance(v, str) for v in runs["model.opt"])
+    assert sorted(map(json.loads, runs["model.opt"]), key=repr) == sorted(values, key=repr)
+    assert set(runs["model.factory"]) == {"mixplugin:make"}  # declared keys stay as they are
+
+
+def test_runs_table_with_an_old_numeric_plugin_column_takes_new_rows(tmp_path, capsys,
+                                                                     monkeypatch):
+    import pandas as pd
+
+    (tmp_path / "mixplugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = HEAD + "base: {epochs: 2, model: {kind: python, factory: 'mixplugin:make'}}\n"
+    assert run(tmp_path, capsys, text + "grid: {model.opt: [3]}\n")[0] == 0
+    table = tmp_path / "out" / "h" / "runs.parquet"
+    old = pd.read_parquet(table).assign(**{"model.opt": 3})  # as written before JSON text
+    old.to_parquet(table)
+    rc, out, err = run(tmp_path, capsys, text + "grid: {model.opt: [3, 'a']}\n")
+    assert rc == 0 and "2 runs, 1 to run" in out, err
+    assert sorted(pd.read_parquet(table)["model.opt"]) == ['"a"', "3"]

@@ -262,7 +262,7 @@ def _record(folder, row):
     runs = runs[runs["run_id"].astype(str) != row["run_id"]]
     new = pd.DataFrame([row])
     runs = new if runs.empty else pd.concat([runs, new], ignore_index=True)
-    results.write_table(folder / "runs.parquet", runs)
+    results.write_table(folder / "runs.parquet", results.uniform_columns(runs))
 
 
 def _execute(groups, jobs, scheduler, interactive):
