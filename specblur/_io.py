@@ -25,21 +25,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     Readers never see half a file, and Parquet readers skip the temporary (its name starts
     with a dot). The file is flushed to disk before the rename, so a crash leaves the old
     file or the new one. Missing parent folders are created. Returns ``path`` as a ``Path``.
+
+    An OSError that names no file, or only the temporary (a full disk: pyarrow's errors
+    name none), is raised again naming ``path``, with its errno and the system's message.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o644)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno and (
+                exc.filename is None or
+                os.path.basename(str(exc.filename)).startswith(f".{path.name}.")):
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
         raise
     return path
 

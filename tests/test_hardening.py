@@ -406,3 +406,81 @@ def test_runs_table_with_an_old_numeric_plugin_column_takes_new_rows(tmp_path, c
     rc, out, err = run(tmp_path, capsys, text + "grid: {model.opt: [3, 'a']}\n")
     assert rc == 0 and "2 runs, 1 to run" in out, err
     assert sorted(pd.read_parquet(table)["model.opt"]) == ['"a"', "3"]
+
+
+# --- I/O faults for real: read-only folders, a full disk, truncated tables (issue 13) ---
+
+
+def _states(folder):
+    """{relative path: (inode, mtime_ns, size)} of every file under ``folder``."""
+    from pathlib import Path
+
+    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
+            for p in Path(folder).rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs mounted on ``tmp_path/disk`` (64 MiB until resized), or a skip."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+
+    def resize(size):
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+
+    try:
+        yield disk, resize
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_fails_runs_that_a_plain_rerun_finishes(small_disk, tmp_path, capsys):
+    """A sweep whose results do not fit on a small tmpfs: the runs that fit finish, the
+    others fail on ENOSPC (one line says so), and after the disk is grown a plain rerun
+    runs only those; nothing finished is rewritten."""
+    import os
+    import shutil
+
+    import pandas as pd
+
+
+    disk, resize = small_disk
+    write_wav(tmp_path / "a.wav", seconds=2.0)
+    text = HEAD + "base: {epochs: 4, snapshot_every: 2}\ngrid: {lam: [1, 2, 3, 4, 5, 6]}\n"
+    (tmp_path / "s.yaml").write_text(text)
+    args = [str(tmp_path / "s.yaml"), "--out", str(disk), "--batch", "1"]
+    assert sweep_main(args) == 0  # how much the whole sweep takes
+    st = os.statvfs(disk)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    shutil.rmtree(disk / "h")
+    resize(used // 2)  # about half of the runs fit
+    capsys.readouterr()
+    assert sweep_main(args) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert err.count("\n") == 1 and "No space left on device" in err, err
+    # either the run that did not fit is recorded as failed, or the runs table that would
+    # record it did not fit either: both leave the finished runs recorded
+    assert "runs failed on an I/O fault" in err or "runs.parquet" in err, err
+    assert not list(disk.rglob(".*.tmp"))
+    folder = disk / "h"
+    runs = pd.read_parquet(folder / "runs.parquet")
+    done = set(runs.loc[runs["status"] == "done", "run_id"])
+    assert 0 < len(done) < 6, runs[["run_id", "status", "error"]]
+    for error in runs.loc[runs["status"] == "failed", "error"]:
+        assert "[Errno 28]" in error and "\n" not in error, error
+    kept = {k: v for k, v in _states(folder).items() if any(r in k for r in done)}
+    resize("64m")
+    capsys.readouterr()
+    assert sweep_main(args) == 0
+    out = capsys.readouterr().out
+    assert f"6 runs, {6 - len(done)} to run" in out
+    assert (pd.read_parquet(folder / "runs.parquet")["status"] == "done").all()
+    after = _states(folder)
+    assert {k: after[k] for k in kept} == kept, "a finished run was rewritten"

@@ -83,11 +83,12 @@ def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
         [""] * len(previous), index=previous.index)).fillna("").astype(str)))
     keep = () if force else FINISHED + (() if retry_failed else ("failed",))
     todo = [run for run in sweep.runs if status.get(run.run_id) not in keep
-            or (status.get(run.run_id) == "failed" and _io_fault(errors.get(run.run_id, "")))]
+            or (status.get(run.run_id) == "failed" and io_fault(errors.get(run.run_id, "")))]
     return status, todo
 
 
-def _io_fault(error: str) -> bool:
+def io_fault(error: str) -> bool:
+    """True when a run's recorded error is one of :data:`IO_ERRNOS` (a plain rerun retries it)."""
     return any(f"[Errno {code}]" in error for code in IO_ERRNOS)
 
 
@@ -416,7 +417,8 @@ def _execute_batch(tasks, epoch_bar, raise_errors=False):
 
 def _fail_row(row, exc):
     row["error"] = f"{type(exc).__name__}: {exc}"
-    if not isinstance(exc, SpecblurError):
+    if not isinstance(exc, SpecblurError) and not (isinstance(exc, OSError)
+                                                   and exc.errno in IO_ERRNOS):
         row["error"] += "\n" + traceback.format_exc(limit=-3)
 
 
