@@ -3,6 +3,7 @@ rename) and content hashes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -50,6 +51,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
             raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
         raise
     return path
+
+
+def write_denied(folder: str | os.PathLike) -> OSError | None:
+    """The error that stops this process from making files in ``folder``, or None.
+
+    Tries to create (and removes) a temporary file there: a read-only filesystem (EROFS)
+    or folder (EACCES, EPERM) gives that error, naming ``folder``. Other errors are raised.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".probe.{os.getpid()}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return OSError(exc.errno, os.strerror(exc.errno), str(folder))
+        raise
+    os.close(fd)
+    os.unlink(tmp)
+    return None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -410,6 +410,105 @@ def test_runs_table_with_an_old_numeric_plugin_column_takes_new_rows(tmp_path, c
 
 # --- I/O faults for real: read-only folders, a full disk, truncated tables (issue 13) ---
 
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _PR_CAPBSET_DROP = 1, 2, 24
+_RO_MOUNTS = ('while [ "$1" != -- ]; do mount --bind "$1" "$1" && '
+              'mount -o remount,bind,ro "$1" "$1" || exit 97; shift; done; shift; exec "$@"')
+
+
+def _dac_override_dropper():
+    """A ``preexec_fn`` by which a child of root loses the capabilities that ignore
+    permission bits (from its bounding set, so the program it runs never has them)."""
+    import ctypes
+    import os
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+
+    def drop():
+        for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+            if prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                os._exit(98)
+    return drop
+
+
+def _chmod_tree(path, writable):
+    import os
+    import stat
+
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, f) for f in files)]:
+            mode = os.stat(name).st_mode
+            os.chmod(name, mode | stat.S_IWUSR if writable else
+                     mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+class ReadOnly:
+    """Makes folders read-only for the command-line processes it starts, for real.
+
+    ``permissions``: the write bits are cleared; a child of root drops CAP_DAC_OVERRIDE,
+    so the kernel applies them to it (EACCES) as to any user. ``mount``: the child gets a
+    mount namespace of its own in which the folders are read-only bind mounts (EROFS);
+    nothing outside the child sees them.
+    """
+
+    def __init__(self, how):
+        self.how, self.paths = how, []
+        self.errno_text = "Permission denied" if how == "permissions" else "Read-only file system"
+
+    def lock(self, *paths):
+        for path in paths:
+            self.paths.append(path)
+            if self.how == "permissions":
+                _chmod_tree(path, writable=False)
+
+    def unlock(self):
+        if self.how == "permissions":
+            for path in self.paths:
+                _chmod_tree(path, writable=True)
+        self.paths = []
+
+    def run(self, *args):
+        import os
+        import subprocess
+        import sys
+
+        cmd, kwargs = [sys.executable, *map(str, args)], {}
+        if self.how == "permissions" and os.geteuid() == 0:
+            kwargs["preexec_fn"] = _dac_override_dropper()
+        elif self.how == "mount" and self.paths:
+            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _RO_MOUNTS,
+                   "sh", *map(str, self.paths), "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=240, **kwargs)
+
+    def sweep(self, *args):
+        return self.run("-m", "specblur.cli", *args)
+
+    def report(self, folder):
+        return self.run("-c", "import sys; from specblur.cli import report_main; "
+                              "sys.exit(report_main())", folder, "--jobs", "1")
+
+
+@pytest.fixture(params=["permissions", "mount"])
+def read_only(request, tmp_path):
+    """A :class:`ReadOnly`, or a skip saying why this machine cannot make one."""
+    import os
+    import shutil
+
+    ro = ReadOnly(request.param)
+    if request.param == "mount" and (os.geteuid() != 0 or not shutil.which("unshare")):
+        pytest.skip("read-only bind mounts need root and unshare(1)")
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    ro.lock(probe)
+    try:
+        proc = ro.run("-c", f"open({str(probe / 'x')!r}, 'w')")
+    finally:
+        ro.unlock()
+    if proc.returncode in (97, 98) or ro.errno_text not in proc.stderr:
+        pytest.skip(f"cannot make a read-only folder by {request.param} here "
+                    f"(status {proc.returncode}: {proc.stderr.strip()[-200:]})")
+    yield ro
+    ro.unlock()
+
 
 def _states(folder):
     """{relative path: (inode, mtime_ns, size)} of every file under ``folder``."""
@@ -417,6 +516,79 @@ def _states(folder):
 
     return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
             for p in Path(folder).rglob("*") if p.is_file()}
+
+
+def _one_line(proc_or_err):
+    err = getattr(proc_or_err, "stderr", proc_or_err)
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def test_read_only_results_folder(read_only, tmp_path, capsys):
+    """A new sweep, a new run, a rerun with nothing to do and the report, in a read-only
+    folder: one line each (the rerun reads and succeeds); writable again, a plain rerun
+    goes on and nothing finished is lost."""
+    import pandas as pd
+
+    from specblur.cli import report_main
+
+    out, empty = tmp_path / "out", tmp_path / "empty"
+    text = HEAD + "base: {epochs: 2}\nruns: [{lam: 1}, {lam: 2}]\n"
+    assert run(tmp_path, capsys, text)[0] == 0
+    folder, sweep = out / "h", tmp_path / "s.yaml"
+    before = _states(folder)
+    empty.mkdir()
+    read_only.lock(folder, empty)
+
+    proc = read_only.sweep(sweep, "--out", out)  # nothing to do: it only reads
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing is written" in _one_line(proc) and str(folder) in proc.stderr
+    assert "2 runs, 0 to run" in proc.stdout and "done" in proc.stdout
+
+    proc = read_only.sweep(sweep, "--out", empty)  # a new sweep
+    assert proc.returncode == 1
+    assert f"cannot write {empty / 'h'}: {read_only.errno_text}" in _one_line(proc)
+
+    sweep.write_text(HEAD + "base: {epochs: 2}\nruns: [{lam: 1}, {lam: 2}, {lam: 3}]\n")
+    proc = read_only.sweep(sweep, "--out", out)  # a new run
+    assert proc.returncode == 1
+    assert f"cannot write {folder}: {read_only.errno_text}" in _one_line(proc)
+
+    proc = read_only.report(folder)
+    assert proc.returncode == 1 and proc.stderr.startswith("specblur-report: error: ")
+    assert f"cannot write {folder}" in _one_line(proc)
+
+    assert _states(folder) == before and not any(empty.iterdir())
+    read_only.unlock()
+    rc, stdout, err = run(tmp_path, capsys, sweep.read_text())
+    assert rc == 0 and "3 runs, 1 to run" in stdout, err
+    after, ids = _states(folder), set(pd.read_parquet(folder / "runs.parquet")["run_id"])
+    finished = {name: state for name, state in before.items() if any(i in name for i in ids)}
+    assert len(finished) > 8 and {k: after[k] for k in finished} == finished
+    assert report_main([str(folder), "--jobs", "1"]) == 0
+    assert sweep_main([str(sweep), "--out", str(empty)]) == 0
+
+
+def test_runs_that_failed_on_a_read_only_table_folder_rerun(read_only, tmp_path, capsys):
+    import pandas as pd
+
+    text = HEAD + "base: {epochs: 2}\nruns: [{lam: 1}, {lam: 2}]\n"
+    assert run(tmp_path, capsys, text)[0] == 0
+    folder = tmp_path / "out" / "h"
+    (tmp_path / "s.yaml").write_text(text.replace("{lam: 2}]", "{lam: 2}, {lam: 3}]"))
+    read_only.lock(folder / "fields")
+    proc = read_only.sweep(tmp_path / "s.yaml", "--out", tmp_path / "out")
+    assert proc.returncode == 1, proc.stderr
+    assert f"1 runs failed on an I/O fault ({read_only.errno_text})" in _one_line(proc)
+    assert "Traceback" not in proc.stdout
+    runs = pd.read_parquet(folder / "runs.parquet")
+    failed = runs[runs["status"] == "failed"]
+    assert len(failed) == 1 and (runs["status"] == "done").sum() == 2
+    assert "fields" in failed["error"].iloc[0] and "\n" not in failed["error"].iloc[0]
+    read_only.unlock()
+    rc, out, err = run(tmp_path, capsys, (tmp_path / "s.yaml").read_text())
+    assert rc == 0 and "3 runs, 1 to run" in out, err
+    assert (pd.read_parquet(folder / "runs.parquet")["status"] == "done").all()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .._io import exit_with_parent, folder_lock, remove_dead_temporaries
+from .._io import exit_with_parent, folder_lock, remove_dead_temporaries, write_denied
 from ..audio import Spectrogram, load_input, write_wav
 from ..errors import SpecblurError
 from ..fitting import fit_batch
@@ -22,7 +22,7 @@ from ..schema import BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH, METRICS, S
 from ..settings import Settings
 from . import results
 from .config import Sweep
-from .evaluate import write_sweep_faithfulness
+from .evaluate import stale_faithfulness, write_sweep_faithfulness
 from .segments import write_sweep_segments
 
 __all__ = ["Task", "batches", "execute_batch", "execute_run", "plan", "run_sweep"]
@@ -164,6 +164,9 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
         raise SpecblurError(f"cannot make the results folder {folder}: a file is in the "
                             "way (choose another --out or sweep name)") from None
     note = lambda text: print(f"specblur-sweep: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    denied = write_denied(folder)
+    if denied is not None:  # a read-only folder or filesystem
+        return _run_read_only(sweep, folder, denied)
     with folder_lock(folder, note=note):
         return _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed,
                            batch)
@@ -206,6 +209,30 @@ def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_fail
         write_sweep_faithfulness(folder, sweep.evaluate["faithfulness"], specs,
                                  _finished(folder, sweep, ("done",)), device=device,
                                  fresh=ran, interactive=interactive)
+    return results.read_runs(folder)
+
+
+def _run_read_only(sweep, folder, denied):
+    """:func:`run_sweep` in a folder that this process cannot write (``denied`` says why).
+
+    With nothing to do (every run finished, and its segment and faithfulness tables there)
+    the runs table is read and nothing is written; otherwise ``denied`` is raised.
+    """
+    _check_same_sweep(sweep, folder)
+    _, todo = plan(sweep, folder)
+    finished = _finished(folder, sweep, FINISHED)
+    missing = [run for inp in sweep.inputs if inp.settings.get("segments")
+               for run in finished if run.input is inp
+               and not (folder / "segments" / f"{run.run_id}.parquet").is_file()]
+    if sweep.evaluate.get("faithfulness"):
+        missing += stale_faithfulness(folder, sweep.evaluate["faithfulness"],
+                                      _finished(folder, sweep, ("done",)))
+    if todo or missing:
+        raise denied
+    print(f"specblur-sweep: warning: cannot write in {folder} ({denied.strerror}); every run "
+          "is finished, so nothing is written", file=sys.stderr, flush=True)
+    if not sys.stderr.isatty():
+        print(f"{sweep.name}: {len(sweep.runs)} runs, 0 to run", flush=True)
     return results.read_runs(folder)
 
 
