@@ -656,3 +656,69 @@ def test_a_full_disk_fails_runs_that_a_plain_rerun_finishes(small_disk, tmp_path
     assert (pd.read_parquet(folder / "runs.parquet")["status"] == "done").all()
     after = _states(folder)
     assert {k: after[k] for k in kept} == kept, "a finished run was rewritten"
+
+
+def test_truncated_fields_and_final_tables_with_segments(tmp_path, capsys):
+    """A truncated fields or final table of a finished run: the report names it and draws
+    the rest, --dry-run lists the run as pending, and a rerun runs it again (its segment
+    table included); the other runs are not touched."""
+    import pandas as pd
+
+    from specblur.cli import report_main
+    from specblur.errors import SpecblurError
+    from specblur.sweep.results import load, read_fields
+
+    (tmp_path / "s.csv").write_text("start,end,label\n0.0,0.15,C\n0.15,0.3,V\n")
+    text = ("name: h\ninput: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32, segments: s.csv}\n"
+            "base: {epochs: 2}\nruns: [{lam: 1}, {lam: 2}, {lam: 3}]\n")
+    assert run(tmp_path, capsys, text)[0] == 0
+    folder = tmp_path / "out" / "h"
+    ids = list(pd.read_parquet(folder / "runs.parquet")["run_id"])
+    damaged = [folder / "fields" / f"{ids[0]}.parquet", folder / "final" / f"{ids[1]}.parquet"]
+    for path in damaged:
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+    def own(states, rid):  # the tables and audio a run writes (segments are rewritten)
+        return {k: v for k, v in states.items() if rid in k and k.split("/")[0] in
+                ("history", "fields", "final", "outputs", "audio")}
+
+    untouched = own(_states(folder), ids[2])
+
+    capsys.readouterr()
+    assert report_main([str(folder), "--jobs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(str(path) in err for path in damaged), err
+    with pytest.raises(SpecblurError, match=str(damaged[0])):
+        load(folder)
+
+    rc, out, err = run(tmp_path, capsys, text, "--dry-run")
+    assert rc == 0 and "3 runs, 2 to run" in out
+    assert all(f"{path} is unreadable" in err for path in damaged), err
+    rc, out, err = run(tmp_path, capsys, text)
+    assert rc == 0 and "3 runs, 2 to run" in out and "Traceback" not in err, err
+    for rid in ids:
+        assert len(read_fields(folder, rid, epochs="last"))
+        assert (folder / "segments" / f"{rid}.parquet").is_file()
+    assert own(_states(folder), ids[2]) == untouched and len(untouched) >= 5
+    capsys.readouterr()
+    assert report_main([str(folder), "--jobs", "1"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert len(load(folder).segments)
+
+
+def test_truncated_segments_table_is_named_by_the_report_and_rewritten(tmp_path, capsys):
+    from specblur.cli import report_main
+
+    (tmp_path / "s.csv").write_text("start,end,label\n0.0,0.15,C\n0.15,0.3,V\n")
+    text = ("name: h\ninput: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32, segments: s.csv}\n"
+            "base: {epochs: 2}\n")
+    assert run(tmp_path, capsys, text)[0] == 0
+    folder = tmp_path / "out" / "h"
+    table = next((folder / "segments").glob("*.parquet"))
+    table.write_bytes(table.read_bytes()[:100])
+    capsys.readouterr()
+    assert report_main([str(folder), "--jobs", "1"]) == 2
+    assert str(table) in _one_line(capsys.readouterr().err)
+    rc, out, err = run(tmp_path, capsys, text)  # the segments step rewrites every table
+    assert rc == 0 and "1 runs, 0 to run" in out, err
+    assert report_main([str(folder), "--jobs", "1"]) == 0

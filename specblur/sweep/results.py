@@ -42,7 +42,8 @@ __all__ = ["Results", "faithfulness_frame", "field_array", "fields_frame", "fina
            "input_magnitude", "load", "load_faithfulness", "load_segments", "original_audio",
            "original_wav", "ordered_runs", "read_fields", "read_geometry", "read_inputs",
            "read_runs", "read_sweep",
-           "read_table_folder", "uniform_columns", "write_table", "write_yaml"]
+           "read_table_folder", "uniform_columns", "unreadable_tables", "write_table",
+           "write_yaml"]
 
 
 def write_table(path: str | os.PathLike, df: pd.DataFrame,
@@ -223,8 +224,19 @@ def load_faithfulness(folder: str | os.PathLike) -> pd.DataFrame:
     """All ``faithfulness/*.parquet`` tables of a results folder, with the columns and dtypes
     of :data:`~specblur.schema.FAITHFULNESS_TYPES` (empty if there are none)."""
     files = sorted((Path(folder) / "faithfulness").glob("[!.]*.parquet"))
-    return _typed([pd.read_parquet(f) for f in files], FAITHFULNESS_TYPES)
+    return _typed(_read_each(files, pd.read_parquet), FAITHFULNESS_TYPES)
 
+
+def _read_each(files, read) -> list:
+    """``[read(f) for f in files]``; a file that is not Parquet (truncated) raises a
+    SpecblurError naming it."""
+    out = []
+    for f in files:
+        try:
+            out.append(read(f))
+        except ValueError as exc:  # pyarrow's ArrowInvalid
+            raise SpecblurError(f"cannot read {f}: {exc}") from None
+    return out
 
 
 def read_runs(folder: str | os.PathLike, *, recover: bool = False) -> pd.DataFrame:
@@ -303,6 +315,24 @@ def _plain(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def unreadable_tables(folder: str | os.PathLike, run_id: str) -> list[tuple[Path, str]]:
+    """``[(path, reason)]`` for each of a run's per-run tables (``history``, ``fields``,
+    ``final``, ``outputs``) that exists but is not a complete Parquet file (truncated).
+
+    Only each file's footer is read. A missing table is not listed: folders written
+    before ``final/`` lack it, and a user may delete a table to save space.
+    """
+    bad = []
+    for name in ("history", "fields", "final", "outputs"):
+        path = Path(folder) / name / f"{run_id}.parquet"
+        if path.is_file():
+            try:
+                pq.read_metadata(path)
+            except ValueError:  # pyarrow's ArrowInvalid: no footer
+                bad.append((path, "not a complete Parquet file"))
+    return bad
 
 
 @dataclass
@@ -425,7 +455,7 @@ def read_table_folder(folder: str | os.PathLike, name: str) -> pd.DataFrame:
     """
     files = sorted((Path(folder) / name).glob("[!.]*.parquet"))
     read = _read_fields_file if name == "fields" else pd.read_parquet
-    df = pd.concat([read(f) for f in files], ignore_index=True) if files else \
+    df = pd.concat(_read_each(files, read), ignore_index=True) if files else \
         pd.DataFrame({"run_id": []})
     df["run_id"] = df["run_id"].astype(str)
     return df

@@ -75,7 +75,8 @@ def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
          retry_failed: bool = False, recover: bool = False) -> tuple[dict, list]:
     """Split a sweep's runs into finished ones (with their status) and those to run.
 
-    Runs that failed because of an I/O fault (:data:`IO_ERRNOS`) are run again.
+    Runs that failed because of an I/O fault (:data:`IO_ERRNOS`) are run again, and so
+    are finished runs whose tables are unreadable (truncated), after a warning naming them.
     """
     previous = results.read_runs(folder, recover=recover)
     status = dict(zip(previous["run_id"].astype(str), previous["status"]))
@@ -83,13 +84,24 @@ def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
         [""] * len(previous), index=previous.index)).fillna("").astype(str)))
     keep = () if force else FINISHED + (() if retry_failed else ("failed",))
     todo = [run for run in sweep.runs if status.get(run.run_id) not in keep
-            or (status.get(run.run_id) == "failed" and io_fault(errors.get(run.run_id, "")))]
+            or (status.get(run.run_id) == "failed" and io_fault(errors.get(run.run_id, "")))
+            or (status.get(run.run_id) in FINISHED and _damaged(folder, run.run_id))]
     return status, todo
 
 
 def io_fault(error: str) -> bool:
     """True when a run's recorded error is one of :data:`IO_ERRNOS` (a plain rerun retries it)."""
     return any(f"[Errno {code}]" in error for code in IO_ERRNOS)
+
+
+def _damaged(folder, run_id):
+    """True (after a warning naming the files) when a finished run's tables are unreadable:
+    the run is run again, since truncated tables would stop the steps that read them."""
+    bad = results.unreadable_tables(folder, run_id)
+    for path, reason in bad:
+        print(f"specblur-sweep: warning: {path} is unreadable ({reason}); run {run_id} runs "
+              "again", file=sys.stderr, flush=True)
+    return bool(bad)
 
 
 def run_bytes(task: Task) -> int:
