@@ -544,6 +544,9 @@ def test_read_only_results_folder(read_only, tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr
     assert "nothing is written" in _one_line(proc) and str(folder) in proc.stderr
     assert "2 runs, 0 to run" in proc.stdout and "done" in proc.stdout
+    proc = read_only.sweep(sweep, "--out", out, "--force")  # but --force has work to do
+    assert proc.returncode == 1
+    assert f"cannot write {folder}: {read_only.errno_text}" in _one_line(proc)
 
     proc = read_only.sweep(sweep, "--out", empty)  # a new sweep
     assert proc.returncode == 1

@@ -178,7 +178,7 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
     note = lambda text: print(f"specblur-sweep: {text}", file=sys.stderr, flush=True)  # noqa: E731
     denied = write_denied(folder)
     if denied is not None:  # a read-only folder or filesystem
-        return _run_read_only(sweep, folder, denied)
+        return _run_read_only(sweep, folder, denied, force, retry_failed)
     with folder_lock(folder, note=note):
         return _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed,
                            batch)
@@ -224,14 +224,14 @@ def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_fail
     return results.read_runs(folder)
 
 
-def _run_read_only(sweep, folder, denied):
+def _run_read_only(sweep, folder, denied, force=False, retry_failed=False):
     """:func:`run_sweep` in a folder that this process cannot write (``denied`` says why).
 
     With nothing to do (every run finished, and its segment and faithfulness tables there)
     the runs table is read and nothing is written; otherwise ``denied`` is raised.
     """
     _check_same_sweep(sweep, folder)
-    _, todo = plan(sweep, folder)
+    _, todo = plan(sweep, folder, force, retry_failed)
     finished = _finished(folder, sweep, FINISHED)
     missing = [run for inp in sweep.inputs if inp.settings.get("segments")
                for run in finished if run.input is inp
