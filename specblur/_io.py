@@ -3,6 +3,7 @@ rename) and content hashes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -25,23 +26,48 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     Readers never see half a file, and Parquet readers skip the temporary (its name starts
     with a dot). The file is flushed to disk before the rename, so a crash leaves the old
     file or the new one. Missing parent folders are created. Returns ``path`` as a ``Path``.
+
+    An OSError that names no file, or only the temporary (a full disk: pyarrow's errors
+    name none), is raised again naming ``path``, with its errno and the system's message.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o644)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno and (
+                exc.filename is None or
+                os.path.basename(str(exc.filename)).startswith(f".{path.name}.")):
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
         raise
     return path
+
+
+def write_denied(folder: str | os.PathLike) -> OSError | None:
+    """The error that stops this process from making files in ``folder``, or None.
+
+    Tries to create (and removes) a temporary file there: a read-only filesystem (EROFS)
+    or folder (EACCES, EPERM) gives that error, naming ``folder``. Other errors are raised.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".probe.{os.getpid()}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return OSError(exc.errno, os.strerror(exc.errno), str(folder))
+        raise
+    os.close(fd)
+    os.unlink(tmp)
+    return None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -56,8 +56,10 @@ def sweep_main(argv: list[str] | None = None) -> int:
     try:
         from pathlib import Path
 
+        import pandas as pd
+
         from .sweep.config import load_sweep
-        from .sweep.runner import plan, run_sweep
+        from .sweep.runner import io_fault, plan, run_sweep
 
         sweep = load_sweep(args.sweep)
         if args.dry_run:
@@ -81,7 +83,24 @@ def sweep_main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a read-only folder: finished runs are kept
         return _io_fail(parser.prog, exc)
     _print_summary(sweep, runs)
-    return 1 if (runs[runs["run_id"].isin([r.run_id for r in sweep.runs])]["status"] == "failed").any() else 0
+    failed = runs[runs["run_id"].isin([r.run_id for r in sweep.runs])
+                  & (runs["status"] == "failed")]
+    faults = [e for e in failed.get("error", pd.Series(dtype=str)).fillna("").astype(str)
+              if io_fault(e)]
+    if faults:
+        print(f"{parser.prog}: {len(faults)} runs failed on an I/O fault ({_reason(faults[0])}); "
+              "finished runs are kept, and a plain rerun retries these once it is fixed",
+              file=sys.stderr)
+    return 1 if len(failed) else 0
+
+
+def _reason(error):
+    """The system's message in a run's recorded I/O error (``OSError: [Errno 28] ...``)."""
+    import os
+    import re
+
+    match = re.search(r"\[Errno (\d+)\]", error)
+    return os.strerror(int(match.group(1))) if match else error.splitlines()[0]
 
 
 def _flat(run):

@@ -95,6 +95,28 @@ def _check_range(out, kind):
                 "and cannot be set in the model spec")
 
 
+def _check_plain(value, name):
+    """A plug-in model's own key must hold what JSON holds (the run id is the JSON of the
+    settings): numbers, text, true/false, null, lists and mappings with text keys."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{name}[{i}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SpecblurError(f"{name}: keys must be text, got {key!r}; quote it")
+            _check_plain(item, f"{name}.{key}")
+        return
+    what = f"{value!r} ({type(value).__name__})"
+    if hasattr(value, "isoformat"):  # YAML reads 2024-01-01 as a date
+        what = f"the {type(value).__name__} {value}; quote it ('{value}') to pass it as text"
+    raise SpecblurError(f"{name} must be a number, text, true/false, a list or a mapping, "
+                        f"got {what}")
+
+
 def validate_model_spec(spec: Mapping | str) -> dict:
     """Check a model spec and fill in its defaults.
 
@@ -139,6 +161,7 @@ def validate_model_spec(spec: Mapping | str) -> dict:
             else:
                 out[key] = _CASTS[typ](value, f"model.{key}")
         elif kind == "python":
+            _check_plain(value, f"model.{key}")
             out[key] = value
         else:
             valid = ["kind", *declared]

@@ -21,7 +21,8 @@ from urllib.parse import quote
 import matplotlib
 import pandas as pd
 
-from .._io import atomic_write, exit_with_parent, folder_lock, remove_dead_temporaries
+from .._io import (atomic_write, exit_with_parent, folder_lock, remove_dead_temporaries,
+                   write_denied)
 from ..errors import SpecblurError
 from ..schema import INPUT_COLUMN, is_run_id
 from ..sweep.results import (input_magnitude, load_faithfulness, load_segments, ordered_runs,
@@ -121,10 +122,15 @@ def write_report(folder: str | os.PathLike, *, jobs: int | None = 1, dpi: int = 
     note = lambda text: print(f"specblur-report: warning: {text} (a sweep is writing to it): "
                               "runs it has not finished are not in this report",
                               file=sys.stderr)  # noqa: E731
+    for where in (folder, folder / "report"):  # before drawing anything
+        where.mkdir(exist_ok=True)
+        denied = write_denied(where)
+        if denied is not None:  # a read-only folder or filesystem
+            raise denied
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(folder_lock(folder, shared=True, wait=False, note=note))
-        except OSError:  # a read-only folder: no sweep can be writing to it
+        except OSError:  # a read-only lock file: no sweep can be writing to it
             pass
         return _write_report(folder, jobs, dpi)
 

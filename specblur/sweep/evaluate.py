@@ -21,7 +21,8 @@ from ..audio import Spectrogram
 from ..errors import SpecblurError
 from .results import faithfulness_frame, field_array, read_fields, write_table
 
-__all__ = ["EVALUATIONS", "check_config", "options_digest", "write_sweep_faithfulness"]
+__all__ = ["EVALUATIONS", "check_config", "options_digest", "stale_faithfulness",
+           "write_sweep_faithfulness"]
 
 #: The evaluations a sweep's ``evaluate:`` section can ask for.
 EVALUATIONS = ("faithfulness",)
@@ -119,6 +120,14 @@ def _evaluate_run(folder, run, options, digest, spec, device):
                        metadata={METADATA_KEY: json.dumps(options)})
 
 
+def stale_faithfulness(folder: str | os.PathLike, options: Mapping, runs: Sequence) -> list:
+    """The runs among ``runs`` whose faithfulness table is missing, unreadable or made
+    with other options than ``options``, in their order."""
+    digest = options_digest(dict(options))
+    return [run for run in runs if _stored_digest(
+        Path(folder) / "faithfulness" / f"{run.run_id}.parquet") != digest]
+
+
 def write_sweep_faithfulness(folder: str | os.PathLike, options: Mapping,
                              spec: Spectrogram | Mapping[str, Spectrogram], runs: Sequence, device: str = "cpu", fresh: Sequence[str] = (),
                              interactive: bool = False) -> list[Path]:
@@ -157,8 +166,9 @@ def write_sweep_faithfulness(folder: str | os.PathLike, options: Mapping,
     folder = Path(folder)
     options = dict(options)
     digest, fresh = options_digest(options), set(fresh)
-    todo = [run for run in runs if run.run_id in fresh or _stored_digest(
-        folder / "faithfulness" / f"{run.run_id}.parquet") != digest]
+    stale = {run.run_id for run in stale_faithfulness(
+        folder, options, [run for run in runs if run.run_id not in fresh])}
+    todo = [run for run in runs if run.run_id in fresh or run.run_id in stale]
     if not todo:
         return []
     if not interactive:

@@ -16,6 +16,7 @@ and put the float64 values of ``final/`` in place of the last snapshot's rounded
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ import yaml
 
 from .._io import atomic_write, file_sha256
 from ..errors import SpecblurError
+from ..models import MODEL_KEYS
 from ..schema import (FAITHFULNESS_TYPES, FIELD_NAMES, FIELD_TYPES, FINAL_NAMES, FINAL_TYPES,
                       OUTPUT_TYPES, SEGMENT_COLUMNS, STORE_DTYPE, TABLES, is_run_id,
                       stored_field_types)
@@ -40,7 +42,8 @@ __all__ = ["Results", "faithfulness_frame", "field_array", "fields_frame", "fina
            "input_magnitude", "load", "load_faithfulness", "load_segments", "original_audio",
            "original_wav", "ordered_runs", "read_fields", "read_geometry", "read_inputs",
            "read_runs", "read_sweep",
-           "read_table_folder", "write_table", "write_yaml"]
+           "read_table_folder", "uniform_columns", "unreadable_tables", "write_table",
+           "write_yaml"]
 
 
 def write_table(path: str | os.PathLike, df: pd.DataFrame,
@@ -221,7 +224,19 @@ def load_faithfulness(folder: str | os.PathLike) -> pd.DataFrame:
     """All ``faithfulness/*.parquet`` tables of a results folder, with the columns and dtypes
     of :data:`~specblur.schema.FAITHFULNESS_TYPES` (empty if there are none)."""
     files = sorted((Path(folder) / "faithfulness").glob("[!.]*.parquet"))
-    return _typed([pd.read_parquet(f) for f in files], FAITHFULNESS_TYPES)
+    return _typed(_read_each(files, pd.read_parquet), FAITHFULNESS_TYPES)
+
+
+def _read_each(files, read) -> list:
+    """``[read(f) for f in files]``; a file that is not Parquet (truncated) raises a
+    SpecblurError naming it."""
+    out = []
+    for f in files:
+        try:
+            out.append(read(f))
+        except ValueError as exc:  # pyarrow's ArrowInvalid
+            raise SpecblurError(f"cannot read {f}: {exc}") from None
+    return out
 
 
 def read_runs(folder: str | os.PathLike, *, recover: bool = False) -> pd.DataFrame:
@@ -249,10 +264,15 @@ def read_runs(folder: str | os.PathLike, *, recover: bool = False) -> pd.DataFra
 def flatten_settings(settings: Mapping) -> dict:
     """Settings as flat columns: ``model`` becomes ``model.kind``, ``model.n_mels``, ...
 
-    Lists become JSON strings, so every column has one scalar type.
+    Lists become JSON strings, and so does every own key of a plug-in model (kind
+    ``python``): its value may be a number in one run and text or a list in another, and
+    each column must keep one scalar type.
     """
     out = {}
     for key, value in settings.items():
+        if key == "model" and isinstance(value, dict) and value.get("kind") == "python":
+            value = {k: v if k == "kind" or k in MODEL_KEYS["python"] else
+                     json.dumps(v, sort_keys=True) for k, v in value.items()}
         if isinstance(value, dict):
             for sub, v in flatten_settings(value).items():
                 out[f"{key}.{sub}"] = v
@@ -261,6 +281,58 @@ def flatten_settings(settings: Mapping) -> dict:
         else:
             out[key] = value
     return out
+
+
+def uniform_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with each column of mixed value types (text in some rows, numbers in
+    others) as JSON text, so that Parquet can store it.
+
+    A runs table written before plug-in model keys were stored as JSON text holds them as
+    numbers; the rows added since hold text.
+    """
+    out = runs
+    for column in runs.columns[runs.dtypes == object]:
+        if len({_kind(v) for v in runs[column] if not _missing(v)}) > 1:
+            out = out if out is not runs else runs.copy()
+            out[column] = [None if _missing(v) else v if isinstance(v, str) else
+                           json.dumps(v, sort_keys=True, default=_plain) for v in runs[column]]
+    return out
+
+
+def _kind(value):
+    """A value's type, with every int and float one kind (Parquet stores them as double)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return numbers.Real
+    return type(value)
+
+
+def _missing(value) -> bool:
+    return not isinstance(value, (str, list, tuple, dict, np.ndarray)) and bool(pd.isna(value))
+
+
+def _plain(value):
+    """JSON for NumPy scalars and arrays (``json.dumps``' ``default``)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def unreadable_tables(folder: str | os.PathLike, run_id: str) -> list[tuple[Path, str]]:
+    """``[(path, reason)]`` for each of a run's per-run tables (``history``, ``fields``,
+    ``final``, ``outputs``) that exists but is not a complete Parquet file (truncated).
+
+    Only each file's footer is read. A missing table is not listed: folders written
+    before ``final/`` lack it, and a user may delete a table to save space.
+    """
+    bad = []
+    for name in ("history", "fields", "final", "outputs"):
+        path = Path(folder) / name / f"{run_id}.parquet"
+        if path.is_file():
+            try:
+                pq.read_metadata(path)
+            except ValueError:  # pyarrow's ArrowInvalid: no footer
+                bad.append((path, "not a complete Parquet file"))
+    return bad
 
 
 @dataclass
@@ -383,7 +455,7 @@ def read_table_folder(folder: str | os.PathLike, name: str) -> pd.DataFrame:
     """
     files = sorted((Path(folder) / name).glob("[!.]*.parquet"))
     read = _read_fields_file if name == "fields" else pd.read_parquet
-    df = pd.concat([read(f) for f in files], ignore_index=True) if files else \
+    df = pd.concat(_read_each(files, read), ignore_index=True) if files else \
         pd.DataFrame({"run_id": []})
     df["run_id"] = df["run_id"].astype(str)
     return df

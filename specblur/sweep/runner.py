@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .._io import exit_with_parent, folder_lock, remove_dead_temporaries
+from .._io import exit_with_parent, folder_lock, remove_dead_temporaries, write_denied
 from ..audio import Spectrogram, load_input, write_wav
 from ..errors import SpecblurError
 from ..fitting import fit_batch
@@ -22,7 +22,7 @@ from ..schema import AUTO_BATCH_KINDS, BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX
 from ..settings import Settings
 from . import results
 from .config import Sweep
-from .evaluate import write_sweep_faithfulness
+from .evaluate import stale_faithfulness, write_sweep_faithfulness
 from .segments import write_sweep_segments
 
 __all__ = ["Task", "batches", "execute_batch", "execute_run", "plan", "run_sweep"]
@@ -76,7 +76,8 @@ def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
          retry_failed: bool = False, recover: bool = False) -> tuple[dict, list]:
     """Split a sweep's runs into finished ones (with their status) and those to run.
 
-    Runs that failed because of an I/O fault (:data:`IO_ERRNOS`) are run again.
+    Runs that failed because of an I/O fault (:data:`IO_ERRNOS`) are run again, and so
+    are finished runs whose tables are unreadable (truncated), after a warning naming them.
     """
     previous = results.read_runs(folder, recover=recover)
     status = dict(zip(previous["run_id"].astype(str), previous["status"]))
@@ -84,12 +85,24 @@ def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
         [""] * len(previous), index=previous.index)).fillna("").astype(str)))
     keep = () if force else FINISHED + (() if retry_failed else ("failed",))
     todo = [run for run in sweep.runs if status.get(run.run_id) not in keep
-            or (status.get(run.run_id) == "failed" and _io_fault(errors.get(run.run_id, "")))]
+            or (status.get(run.run_id) == "failed" and io_fault(errors.get(run.run_id, "")))
+            or (status.get(run.run_id) in FINISHED and _damaged(folder, run.run_id))]
     return status, todo
 
 
-def _io_fault(error: str) -> bool:
+def io_fault(error: str) -> bool:
+    """True when a run's recorded error is one of :data:`IO_ERRNOS` (a plain rerun retries it)."""
     return any(f"[Errno {code}]" in error for code in IO_ERRNOS)
+
+
+def _damaged(folder, run_id):
+    """True (after a warning naming the files) when a finished run's tables are unreadable:
+    the run is run again, since truncated tables would stop the steps that read them."""
+    bad = results.unreadable_tables(folder, run_id)
+    for path, reason in bad:
+        print(f"specblur-sweep: warning: {path} is unreadable ({reason}); run {run_id} runs "
+              "again", file=sys.stderr, flush=True)
+    return bool(bad)
 
 
 def run_bytes(task: Task) -> int:
@@ -181,6 +194,9 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
         raise SpecblurError(f"cannot make the results folder {folder}: a file is in the "
                             "way (choose another --out or sweep name)") from None
     note = lambda text: print(f"specblur-sweep: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    denied = write_denied(folder)
+    if denied is not None:  # a read-only folder or filesystem
+        return _run_read_only(sweep, folder, denied, force, retry_failed)
     with folder_lock(folder, note=note):
         return _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_failed,
                            batch)
@@ -223,6 +239,30 @@ def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_fail
         write_sweep_faithfulness(folder, sweep.evaluate["faithfulness"], specs,
                                  _finished(folder, sweep, ("done",)), device=device,
                                  fresh=ran, interactive=interactive)
+    return results.read_runs(folder)
+
+
+def _run_read_only(sweep, folder, denied, force=False, retry_failed=False):
+    """:func:`run_sweep` in a folder that this process cannot write (``denied`` says why).
+
+    With nothing to do (every run finished, and its segment and faithfulness tables there)
+    the runs table is read and nothing is written; otherwise ``denied`` is raised.
+    """
+    _check_same_sweep(sweep, folder)
+    _, todo = plan(sweep, folder, force, retry_failed)
+    finished = _finished(folder, sweep, FINISHED)
+    missing = [run for inp in sweep.inputs if inp.settings.get("segments")
+               for run in finished if run.input is inp
+               and not (folder / "segments" / f"{run.run_id}.parquet").is_file()]
+    if sweep.evaluate.get("faithfulness"):
+        missing += stale_faithfulness(folder, sweep.evaluate["faithfulness"],
+                                      _finished(folder, sweep, ("done",)))
+    if todo or missing:
+        raise denied
+    print(f"specblur-sweep: warning: cannot write in {folder} ({denied.strerror}); every run "
+          "is finished, so nothing is written", file=sys.stderr, flush=True)
+    if not sys.stderr.isatty():
+        print(f"{sweep.name}: {len(sweep.runs)} runs, 0 to run", flush=True)
     return results.read_runs(folder)
 
 
@@ -280,7 +320,7 @@ def _record(folder, row):
     runs = runs[runs["run_id"].astype(str) != row["run_id"]]
     new = pd.DataFrame([row])
     runs = new if runs.empty else pd.concat([runs, new], ignore_index=True)
-    results.write_table(folder / "runs.parquet", runs)
+    results.write_table(folder / "runs.parquet", results.uniform_columns(runs))
 
 
 def _execute(groups, jobs, scheduler, interactive):
@@ -434,7 +474,8 @@ def _execute_batch(tasks, epoch_bar, raise_errors=False):
 
 def _fail_row(row, exc):
     row["error"] = f"{type(exc).__name__}: {exc}"
-    if not isinstance(exc, SpecblurError):
+    if not isinstance(exc, SpecblurError) and not (isinstance(exc, OSError)
+                                                   and exc.errno in IO_ERRNOS):
         row["error"] += "\n" + traceback.format_exc(limit=-3)
 
 
