@@ -303,25 +303,23 @@ class _HostModel:
         self.model, self.cuda = model, cuda
         self.supports_batch = getattr(model, "supports_batch", False) is True
         self.supports_lengths = getattr(model, "supports_lengths", False) is True
-        self._last = None  # (device input, its host copy) of the last forward
-
-    def _host(self, Y):
-        if self._last is not None and self._last[0] is Y:
-            return self._last[1]
-        host = Y.copy_to_host()
-        self._last = (Y, host)
-        return host
+        self._copies = {}  # id of a forward's device input -> (the input, its host copy)
 
     def forward(self, Y, lengths=None):
         """The wrapped model's forward on a host copy of ``Y``, as a device array."""
-        Y = self._host(Y)
-        out = self.model.forward(Y) if lengths is None else self.model.forward(Y, lengths=lengths)
+        host = Y.copy_to_host()  # a fresh copy: the driver refills its buffers every epoch
+        self._copies[id(Y)] = (Y, host)
+        out = self.model.forward(host) if lengths is None else \
+            self.model.forward(host, lengths=lengths)
         return self.cuda.to_device(np.ascontiguousarray(out, dtype=np.float64))
 
     def vjp(self, Y, g_out, lengths=None):
-        """The wrapped model's VJP on host copies, as a device array."""
-        Y, g = self._host(Y), g_out.copy_to_host()
-        grad = self.model.vjp(Y, g) if lengths is None else self.model.vjp(Y, g, lengths=lengths)
+        """The wrapped model's VJP on host copies (``Y``'s from its forward), as a device array."""
+        kept = self._copies.pop(id(Y), None)
+        host = kept[1] if kept is not None and kept[0] is Y else Y.copy_to_host()
+        g = g_out.copy_to_host()
+        grad = self.model.vjp(host, g) if lengths is None else \
+            self.model.vjp(host, g, lengths=lengths)
         return self.cuda.to_device(np.ascontiguousarray(grad, dtype=np.float64))
 
 

@@ -59,7 +59,9 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
     sr : int
         Sample rate, for mel-based models, when ``X`` is an array.
     device : {"cpu", "cuda"}
-        Where the blur kernels run.
+        Where the epochs run. With ``"cuda"`` all of each epoch runs on the GPU and the
+        host reads the GPU's results only at logged, snapshot and last epochs (see
+        :func:`fit_batch`).
     callback : callable, optional
         Called as ``callback(n)`` after the ``n``-th update (for progress bars).
     **settings
@@ -114,6 +116,13 @@ def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = 
     models are called per run. Padding never reaches a statistic: the objective's passes
     run on each run's own frames. A run that ends (its epochs are done, or it diverged)
     leaves the batch; the others go on.
+
+    With ``device="cuda"`` the stacks, each run's parameters, optimiser state and
+    gradients stay on the GPU, where the objective runs too (``specblur._cuda_lockstep``);
+    the host waits for the GPU only at epochs where a run logs a row, takes a snapshot or
+    ends. A run that diverges in between stops on the GPU and is recorded at the epoch it
+    diverged. Models with ``supports_device = True`` (``identity``; the speaker encoder on
+    a CUDA device) take and return CUDA arrays; others get host copies.
 
     Parameters
     ----------

@@ -4,6 +4,7 @@ Run in its own process: ``NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cud
 """
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -180,6 +181,26 @@ def test_host_models_get_host_copies():
     for X, run, got in zip(inputs, runs, specblur.fit_batch(inputs, runs, sr=8000,
                                                             device="cuda")):
         assert_same_result(got, specblur.fit(X, sr=8000, **run))
+
+
+def test_speaker_encoder_without_a_gpu_gets_host_copies():
+    """Under the simulator the encoder stays on the CPU (to_device is a no-op there) and
+    gets host copies of a stack of runs of different lengths (supports_lengths)."""
+    from specblur.speaker import missing_requirements
+
+    if missing_requirements():
+        pytest.skip(missing_requirements())
+    from specblur.audio import Spectrogram
+
+    spec = Spectrogram.from_audio(Path(__file__).resolve().parent.parent / "data" /
+                                  "arctic_a0007.wav", sr=16000, n_fft=400, hop=160)
+    inputs = [spec.mag[:, 40:43], spec.mag[:, 60:62]]
+    runs = [{"m_init": 3.0, "lam": 1e-3, "lambda_on": "mse", "param": "softplus", "lr": 0.1,
+             "epochs": 2, "optimizer": "adam",
+             "model": {"kind": "speaker_encoder", "dtype": "float64"}}] * 2
+    got = specblur.fit_batch(inputs, runs, sr=16000, device="cuda")
+    for X, run, res in zip(inputs, runs, got):
+        assert_same_result(res, specblur.fit(X, sr=16000, **run))
 
 
 def test_objective_kernels_equal_the_cpu_ones():
