@@ -22,7 +22,9 @@ those of that epoch. The host reads ``STATE`` when it needs a row, and learns of
 there.
 
 The update goes into ``m_next``; the next epoch's :func:`radius` makes it the state
-(``m = m_next``) only if the update was accepted. Importing this module needs a usable
+(``m = m_next``) only if the update was accepted, and counts its non-finite values (the
+CPU's ``descend`` counts them already, only to skip that check for ``raw`` and ``relu``;
+either way the run dies at the next epoch). Importing this module needs a usable
 CUDA device or the simulator (``NUMBA_ENABLE_CUDASIM=1``).
 """
 import math
