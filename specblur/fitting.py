@@ -12,7 +12,7 @@ from . import objective
 from .audio import Spectrogram
 from .errors import SpecblurError
 from .kernels import for_device, mode_code
-from .models import check_model_input, make_model
+from .models import call_key, check_model_input, make_model
 from .schema import HISTORY_COLUMNS, SR, STATS
 from .settings import Param, Settings, check_m_init, resolve, resolved_r_max
 
@@ -59,7 +59,9 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
     sr : int
         Sample rate, for mel-based models, when ``X`` is an array.
     device : {"cpu", "cuda"}
-        Where the blur kernels run.
+        Where the epochs run. With ``"cuda"`` all of each epoch runs on the GPU and the
+        host reads the GPU's results only at logged, snapshot and last epochs (see
+        :func:`fit_batch`).
     callback : callable, optional
         Called as ``callback(n)`` after the ``n``-th update (for progress bars).
     **settings
@@ -95,7 +97,7 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
     >>> res.status, res.r.shape, len(res.history)
     ('done', (33, 20), 6)
     """
-    return _Lockstep([_prepare(X, settings, sr, {})], device).run(callback)[0]
+    return _lockstep([_prepare(X, settings, sr, {})], device).run(callback)[0]
 
 
 def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = SR,
@@ -114,6 +116,13 @@ def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = 
     models are called per run. Padding never reaches a statistic: the objective's passes
     run on each run's own frames. A run that ends (its epochs are done, or it diverged)
     leaves the batch; the others go on.
+
+    With ``device="cuda"`` the stacks, each run's parameters, optimiser state and
+    gradients stay on the GPU, where the objective runs too (``specblur._cuda_lockstep``);
+    the host waits for the GPU only at epochs where a run logs a row, takes a snapshot or
+    ends. A run that diverges in between stops on the GPU and is recorded at the epoch it
+    diverged. Models with ``supports_device = True`` (``identity``; the speaker encoder on
+    a CUDA device) take and return CUDA arrays; others get host copies.
 
     Parameters
     ----------
@@ -158,7 +167,16 @@ def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = 
     if len({item.X.shape[0] for item in items}) > 1:
         raise SpecblurError("fit_batch needs inputs with the same number of bins K, got "
                             f"{sorted({item.X.shape[0] for item in items})}")
-    return _Lockstep(items, device).run(callback)
+    return _lockstep(items, device).run(callback)
+
+
+def _lockstep(items, device):
+    """The lockstep driver of ``device``: :class:`_Lockstep`, or the GPU's for ``"cuda"``."""
+    if device == "cuda":
+        from ._cuda_lockstep import CudaLockstep
+
+        return CudaLockstep(items, _Descent)
+    return _Lockstep(items, device)
 
 
 @dataclass
@@ -231,13 +249,15 @@ class _Descent:
     """State of one run's optimisation: parameters, buffers, optimiser moments, records.
 
     Fields are ``(K, T)`` arrays of the run's own frames; the objective kernels get flat
-    views of them (``_f``). With ``raw`` and ``relu`` the radius is ``m`` itself. An epoch
+    views of them (``_f``). With ``buffers=False`` (the GPU driver, which keeps the
+    fields on the device) only the initial ``m``, the reference output and the records
+    are kept here. With ``raw`` and ``relu`` the radius is ``m`` itself. An epoch
     is three steps around the shared blur and model calls of :class:`_Lockstep`:
     :meth:`start` (the radius), :meth:`score` (the model output's MSE) and :meth:`finish`
     (gradients, statistics, the update).
     """
 
-    def __init__(self, item: _Prepared):
+    def __init__(self, item: _Prepared, buffers: bool = True):
         X, cfg, model = item.X, item.cfg, item.model
         self.X, self.cfg, self.model, self.model_key = X, cfg, model, item.model_key
         self.T = X.shape[1]
@@ -249,6 +269,27 @@ class _Descent:
         self.m = np.array(np.broadcast_to(
             objective.param_inverse(item.r0, self.param, self.r_max), X.shape),
             dtype=np.float64, order="C")  # writable
+        self.c_mse, self.c_ent = cfg.weights
+        self.h_scale = 1.0 / X.size if cfg.entropy_reduce == "mean" else 1.0
+        self.ref = np.array(model.forward(X), dtype=np.float64, order="C")
+        self.norm = 1.0  # D = mean((Φ(Y) - Φ(X))²) * norm (SPEC §9.4)
+        if cfg.mse_norm == "ref":
+            power = float(np.mean(self.ref ** 2))
+            if not power > 0:
+                raise SpecblurError("mse_norm 'ref' divides by mean(Φ(X)²), which is 0 here")
+            self.norm = 1.0 / power
+        self.tv = cfg.tv
+        self.x_total = float(X.sum())
+        self.adam = cfg.optimizer == "adam"
+        self.rows, self.snapshots, self.status = [], {}, "done"
+        self.D = self.TV = 0.0
+        self.out = None
+        self.r = self.m
+        if buffers:  # the CPU's working fields (the GPU driver keeps its own, on the device)
+            self._buffers()
+
+    def _buffers(self):
+        X = self.X
         own_radius = not self.param.radius_is_m
         self.r = np.empty_like(X) if own_radius else self.m
         self.drdm = np.empty_like(X) if own_radius else self.m  # unused for raw and relu
@@ -257,29 +298,14 @@ class _Descent:
         self.g_ent = np.empty_like(X)  # written only for snapshots
         self.nothing = np.empty(0)
         self.m_finite = False  # known only after a step; start() checks the first state
-        self.c_mse, self.c_ent = cfg.weights
-        self.h_scale = 1.0 / X.size if cfg.entropy_reduce == "mean" else 1.0
-        self.ref = np.array(model.forward(X), dtype=np.float64, order="C")
         self.g_out = np.empty_like(self.ref)
-        self.norm = 1.0  # D = mean((Φ(Y) - Φ(X))²) * norm (SPEC §9.4)
-        if cfg.mse_norm == "ref":
-            power = float(np.mean(self.ref ** 2))
-            if not power > 0:
-                raise SpecblurError("mse_norm 'ref' divides by mean(Φ(X)²), which is 0 here")
-            self.norm = 1.0 / power
-        self.tv = cfg.tv
         if self.tv > 0:  # the smoothness term (SPEC §9.3)
             self.u, self.g_tv = np.empty_like(X), np.empty_like(X)
         else:
             self.g_tv = np.empty(0)
-        self.x_total = float(X.sum())
         self.stats = np.empty(len(STATS))
-        self.adam = cfg.optimizer == "adam"
         if self.adam:
             self.mom1, self.mom2 = np.zeros_like(X), np.zeros_like(X)
-        self.rows, self.snapshots, self.status = [], {}, "done"
-        self.D = self.TV = 0.0
-        self.out = None
 
     def plan(self, n):
         """What epoch ``n`` does: ``(last, project, update, log, snapshot)``."""
@@ -368,13 +394,14 @@ class _Descent:
             self.snapshots[n] = snap
         return True
 
-    def snapshot(self, m, r, Y, g_mse, out):
+    def snapshot(self, m, r, Y, g_mse, out, g_ent=None):
+        """A snapshot's dict; ``g_ent`` is the run's own buffer unless given."""
         out = np.asarray(out, dtype=np.float64)
         q = np.quantile(out, [0.05, 0.5, 0.95], axis=1)
         outputs = pd.DataFrame({"dim": np.arange(out.shape[0]), "mean": out.mean(axis=1),
                                 "std": out.std(axis=1), "q05": q[0], "q50": q[1], "q95": q[2]})
         return {"m": m, "r": r, "Y": np.array(Y, dtype=np.float64), "g_mse": np.array(g_mse),
-                "g_ent": self.g_ent.copy(), "outputs": outputs}
+                "g_ent": self.g_ent.copy() if g_ent is None else g_ent, "outputs": outputs}
 
     def result(self):
         history = pd.DataFrame(self.rows, columns=list(HISTORY_COLUMNS))
@@ -513,14 +540,7 @@ def _model_forward(runs, views):
     """
     groups = {}
     for run in runs:
-        model = run.model
-        if getattr(model, "supports_batch", False) is not True:
-            key = (id(run),)
-        elif getattr(model, "supports_lengths", False) is True:
-            key = (id(model),)
-        else:
-            key = (id(model), run.T)
-        groups.setdefault(key, []).append(run)
+        groups.setdefault(call_key(run.model, run.T, id(run)), []).append(run)
     calls = []
     for group in groups.values():
         model = group[0].model

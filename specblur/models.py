@@ -18,8 +18,8 @@ from ._checks import suggest, to_float, to_int, to_int_list, to_str
 from .errors import SpecblurError
 from .schema import SPEAKER_ENCODER_INPUT
 
-__all__ = ["MODEL_KEYS", "MODEL_INPUT", "Identity", "LogMel", "MLP", "check_model_input",
-           "make_model", "validate_model_spec"]
+__all__ = ["MODEL_KEYS", "MODEL_INPUT", "Identity", "LogMel", "MLP", "call_key",
+           "check_model_input", "make_model", "validate_model_spec"]
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -224,10 +224,29 @@ def check_model_input(spec: Mapping | str, *, sr: int, n_fft: int, hop: int | No
             raise SpecblurError(prefix + problem)
 
 
+def call_key(model, T: int, alone: object) -> tuple:
+    """Which runs of a lockstep batch share one call of ``model`` (``fit_batch``).
+
+    Runs with equal keys are called together: every run of a model with
+    ``supports_lengths = True``, the runs of equal length ``T`` of one with
+    ``supports_batch = True``, and otherwise each run alone (``alone`` names the run).
+    """
+    if getattr(model, "supports_batch", False) is not True:
+        return (alone,)
+    if getattr(model, "supports_lengths", False) is True:
+        return (id(model),)
+    return (id(model), T)
+
+
 class Identity:
-    """Φ(Y) = Y."""
+    """Φ(Y) = Y.
+
+    With ``device="cuda"`` it takes and returns the GPU driver's device arrays
+    (``supports_device``), so its epochs need no copies to the host.
+    """
 
     supports_batch = True  # takes (B, K, T) arrays too
+    supports_device = True  # and device arrays (returned as they are)
 
     def forward(self, Y: np.ndarray) -> np.ndarray:
         """Return `Y` unchanged, as shape ``(K, T)``."""

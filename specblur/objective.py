@@ -7,18 +7,33 @@ the cache every pass streams them through memory, so everything after the blur V
 sweep (:func:`descend`), and the blur kernels stay the main cost of an epoch. The
 entropy's value (a logarithm per bin) is computed only for the epochs that are logged.
 They take flat (1-D) views of the ``(K, T)`` fields, and the parameterisation as the
-integer value of a :class:`~specblur.settings.Param` (``code``).
+integer value of a :class:`~specblur.settings.Param` (``code``). The per-bin formulas are
+those of ``kernels._terms``, which ``kernels.gpu_objective`` compiles for CUDA.
 """
 import math
 
 import numpy as np
 from numba import prange
 
+from .kernels import _terms
 from .kernels._numba import jit, parallel_jit
 from .settings import Param
 
-# the codes as plain ints, for the compiled loops
-RAW, RELU, SOFTPLUS, EXP, SIGMOID = (int(p) for p in Param)
+RAW, RELU = _terms.RAW, _terms.RELU
+#: ``descend``'s optimiser codes.
+NO_STEP, SGD, ADAM = _terms.NO_STEP, _terms.SGD, _terms.ADAM
+
+_bin = _terms.build(jit(inline="always"))
+_finite = _bin.finite
+_radius_of = _bin.radius_of
+_entropy_grad = _bin.entropy_grad
+_entropy_term = _bin.entropy_term
+_g_mse = _bin.g_mse
+_adam = _bin.adam
+_moments = _bin.moments
+_log_radius = _bin.log_radius
+_dudr = _bin.dudr
+_tv_bin = _bin.tv_bin
 
 
 def param_inverse(r0: np.ndarray | float, param: Param, r_max: float = np.inf) -> np.ndarray:
@@ -48,28 +63,14 @@ def radius(m, code, project, r_max, r, drdm):
     radius.) Returns the number of bins where ``m`` or ``r`` is not finite.
     """
     bad = 0
+    unit = code == RAW or code == RELU
     for i in prange(m.size):
         mi = m[i]
         if code == RELU and project and mi < 0.0:
             m[i] = 0.0
-        if code == SOFTPLUS:
-            t = math.exp(-abs(mi))
-            r[i] = max(mi, 0.0) + math.log1p(t)
-            drdm[i] = 1.0 / (1.0 + t) if mi >= 0.0 else t / (1.0 + t)
-        elif code == EXP:
-            r[i] = math.exp(mi)
-            drdm[i] = r[i]
-        elif code == SIGMOID:
-            t = math.exp(-abs(mi))
-            big = 1.0 / (1.0 + t)           # σ(|m|)
-            small = t / (1.0 + t)           # σ(-|m|) = 1 - σ(|m|), without cancellation
-            s = big if mi >= 0.0 else small
-            r[i] = 1.0 + (r_max - 1.0) * s
-            drdm[i] = (r_max - 1.0) * big * small
-        if (code == SOFTPLUS or code == EXP) and r[i] > r_max:
-            r[i] = r_max
-            drdm[i] = 0.0
-        if not (abs(mi) < np.inf and abs(r[i]) < np.inf):
+        if not unit:
+            r[i], drdm[i] = _radius_of(mi, code, r_max)
+        if not (_finite(mi) and _finite(r[i])):
             bad += 1
     return bad
 
@@ -100,32 +101,15 @@ def total_variation(r, drdm, unit_drdm, delta, scale, u, g_tv):
     d2 = delta * delta
     for k in prange(K):
         for t in range(T):
-            u[k, t] = math.log(max(r[k, t], 1.0))
+            u[k, t] = _log_radius(r[k, t])
     total = 0.0
     for k in prange(K):
         row = 0.0
         for t in range(T):
-            uk = u[k, t]
-            g = 0.0
-            if k + 1 < K:
-                z = u[k + 1, t] - uk
-                q = math.sqrt(z * z + d2)
-                row += q - delta
-                g -= z / q
-            if k > 0:
-                z = uk - u[k - 1, t]
-                g += z / math.sqrt(z * z + d2)
-            if t + 1 < T:
-                z = u[k, t + 1] - uk
-                q = math.sqrt(z * z + d2)
-                row += q - delta
-                g -= z / q
-            if t > 0:
-                z = uk - u[k, t - 1]
-                g += z / math.sqrt(z * z + d2)
-            rk = r[k, t]
-            dudr = 1.0 / rk if rk > 1.0 else 0.0
-            g_tv[k, t] = scale * g * dudr * (1.0 if unit_drdm else drdm[k, t])
+            along_k, along_t, g = _tv_bin(u, k, t, K, T, delta, d2)
+            row += along_k
+            row += along_t
+            g_tv[k, t] = scale * g * _dudr(r[k, t]) * (1.0 if unit_drdm else drdm[k, t])
         total += row
     return total
 
@@ -133,50 +117,10 @@ def total_variation(r, drdm, unit_drdm, delta, scale, u, g_tv):
 #: Bins per block of :func:`descend`. Each block's partial sums are added in block order,
 #: so the statistics do not depend on the number of threads.
 BLOCK = 4096
-#: ``descend``'s optimiser codes.
-NO_STEP, SGD, ADAM = -1, 0, 1
 # a block's partial sums: the shifted sums of g_mse, g_ent and m and of their squares,
 # counts of r <= 1 and m < 0, min and max of m, count of log(0) terms, sum of h, count
 # of non-finite new m
 _NPART = 13
-
-
-@jit(inline="always")
-def _entropy_grad(mi, ri, drdmi, code, eps, ent_scale, r_max):
-    """``(g_ent, a)`` at one bin: ``-ent_scale dh/dm`` and the argument ``a`` of h's log.
-
-    SPEC §7's table; above the cap ``r_max`` of softplus and exp ``h`` is constant.
-    """
-    if code == RAW or code == RELU:
-        a = abs(mi) + eps
-        return -ent_scale * (1.0 if mi > 0.0 else (-1.0 if mi < 0.0 else 0.0)) / a, a
-    if code == EXP:
-        capped = ri == r_max and drdmi == 0.0
-        return (0.0 if capped else -ent_scale), 1.0
-    a = ri + eps  # softplus and sigmoid: h = log(r + eps)
-    return -ent_scale * drdmi / a, a
-
-
-@jit(inline="always")
-def _entropy_term(mi, ri, code, eps, log_cap):
-    """``h(m)`` at one bin: ``log(|m| + eps)``, ``log(r + eps)`` or ``min(m, log r_max)``."""
-    if code == RAW or code == RELU:
-        return math.log(abs(mi) + eps)
-    if code == EXP:
-        return min(mi, log_cap)
-    return math.log(ri + eps)
-
-
-@jit(inline="always")
-def _g_mse(dr, drdm, i, unit):
-    """``dr * dr/dm`` at bin ``i``; ``dr`` itself when ``unit`` (raw and relu)."""
-    return dr[i] if unit else dr[i] * drdm[i]
-
-
-@jit(inline="always")
-def _moments(c, s1, s2, n):
-    """Mean and population variance of ``n`` values from their sums ``s1``, ``s2`` around ``c``."""
-    return c + s1 / n, max(s2 / n - (s1 / n) ** 2, 0.0)
 
 
 @parallel_jit(error_model="numpy")  # x / 0 is inf or NaN (log(0) is counted), not an exception
@@ -206,7 +150,7 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     log_cap = math.log(r_max)
     c1 = 1.0 - beta1 ** step
     c2 = 1.0 - beta2 ** step
-    ca = _g_mse(dr, drdm, 0, unit)
+    ca = _g_mse(dr[0], 1.0 if unit else drdm[0], unit)
     cb = _entropy_grad(m[0], r[0], drdm[0], code, eps, ent_scale, r_max)[0]
     cm = m[0]
     nblocks = (n + BLOCK - 1) // BLOCK
@@ -220,7 +164,7 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
             mi = m[i]
             ri = mi if unit else r[i]
             drdmi = 1.0 if unit else drdm[i]
-            ga = _g_mse(dr, drdm, i, unit)
+            ga = _g_mse(dr[i], drdmi, unit)
             gb, a = _entropy_grad(mi, ri, drdmi, code, eps, ent_scale, r_max)
             if keep_mse:
                 g_mse[i] = ga
@@ -245,13 +189,12 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
             if optimizer != NO_STEP:
                 g = ga + gb + (g_tv[i] if has_tv else 0.0)
                 if optimizer == ADAM:
-                    mom1[i] = beta1 * mom1[i] + (1.0 - beta1) * g
-                    mom2[i] = beta2 * mom2[i] + (1.0 - beta2) * g * g
-                    new = mi - lr * (mom1[i] / c1) / (math.sqrt(mom2[i] / c2) + adam_eps)
+                    new, mom1[i], mom2[i] = _adam(mi, g, mom1[i], mom2[i], lr, beta1, beta2,
+                                                  adam_eps, c1, c2)
                 else:
                     new = mi - lr * g
                 m_next[i] = new
-                bad += not abs(new) < np.inf
+                bad += not _finite(new)
         block = (s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, zero, h, bad)
         for k in range(_NPART):
             parts[blk, k] = block[k]

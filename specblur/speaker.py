@@ -17,6 +17,13 @@ Architecture, as in ``resemblyzer.VoiceEncoder`` and ``resemblyzer.audio``:
 The output is the 256-d embedding, returned as shape ``(256, 1)`` (dimension first, one
 "frame"). The VJP comes from torch autograd. Torch is imported only when the model is
 built, and limited to one thread per process.
+
+On a GPU (:meth:`SpeakerEncoder.to_device`, which ``fit(..., device="cuda")`` calls) the
+network runs there and the model takes device arrays too (``supports_device``): a numba
+device array, or anything with ``__cuda_array_interface__``, becomes a torch tensor with
+``torch.as_tensor(Y, device="cuda")``, which reads the same GPU memory (no copy to the
+host), and the answers are torch CUDA tensors (float64), which the caller wraps again
+with ``numba.cuda.as_cuda_array``. Host arrays in give host arrays out, as on the CPU.
 """
 from __future__ import annotations
 
@@ -107,6 +114,7 @@ class SpeakerEncoder:
 
         torch.set_num_threads(1)  # two threads make forward+backward ~50x slower here
         self.torch = torch
+        self.device = torch.device("cpu")
         self.n_bins = n_bins
         self.dtype = getattr(torch, dtype)
         try:
@@ -129,12 +137,49 @@ class SpeakerEncoder:
         self._mel_t = torch.from_numpy(mel.T.copy()).to(self.dtype)  # (K, n_mels)
         self._cache = None
 
+    @property
+    def supports_device(self) -> bool:
+        """True once the network is on a GPU: it then takes CUDA arrays (module docstring)."""
+        return self.device.type == "cuda"
+
+    def to_device(self, device: str = "cuda") -> "SpeakerEncoder":
+        """Move the network to ``device`` (``"cuda"`` or ``"cpu"``); returns the model.
+
+        ``"cuda"`` leaves it on the CPU where torch has no CUDA, and under numba's CUDA
+        simulator (whose "device arrays" are host arrays): it then takes host copies.
+        """
+        from numba import config
+
+        torch = self.torch
+        if device != "cpu" and (config.ENABLE_CUDASIM or not torch.cuda.is_available()):
+            return self
+        self.device = torch.device(device)
+        self.lstm.to(self.device)
+        self.linear.to(self.device)
+        self._mel_t = self._mel_t.to(self.device)
+        self._cache = None
+        return self
+
     def _check(self, Y):
-        Y = np.asarray(Y)
+        if not _on_gpu(Y):
+            Y = np.asarray(Y)
         if Y.ndim not in (2, 3) or Y.shape[-2] != self.n_bins:
             raise SpecblurError(f"expected ({self.n_bins}, T) or (B, {self.n_bins}, T), "
-                             f"got shape {Y.shape}")
+                                f"got shape {tuple(Y.shape)}")
         return Y
+
+    def _input(self, Y, gpu):
+        """``Y`` as a ``(B, K, T)`` leaf tensor of the network's dtype on its device.
+
+        A CUDA array is read in place by ``torch.as_tensor`` (``__cuda_array_interface__``)
+        and copied on the GPU into the network's dtype, so autograd owns its input.
+        """
+        torch = self.torch
+        if gpu:
+            t = torch.as_tensor(Y, device=self.device)
+            t = t if Y.ndim == 3 else t.unsqueeze(0)
+            return t.to(dtype=self.dtype, copy=True)
+        return torch.tensor(Y if Y.ndim == 3 else Y[None], dtype=self.dtype, device=self.device)
 
     def _embed(self, Yt, lengths=None):
         """Embeddings ``(B, 256)`` of a ``(B, K, T)`` magnitude tensor.
@@ -195,13 +240,31 @@ class SpeakerEncoder:
         Y = self._check(Y)
         lengths = self._lengths(Y, lengths)
         batch = Y.ndim == 3
-        Yt = self.torch.tensor(Y if batch else Y[None], dtype=self.dtype).requires_grad_(True)
+        gpu = _on_gpu(Y) and self.supports_device
+        Yt = self._input(Y, gpu).requires_grad_(True)
         with self.torch.enable_grad():
             emb = self._embed(Yt, lengths)
-        # Kept for the vjp that usually follows at the same Y (one forward per epoch).
-        self._cache = (np.array(Y, copy=True), lengths, Yt, emb)
-        out = emb.detach().numpy().astype(np.float64)[..., None]
+        # Kept for the vjp that usually follows at the same Y (one forward per epoch); a
+        # CUDA array is known by identity (the caller passes the same object, unchanged).
+        self._cache = (Y if gpu else np.array(Y, copy=True), lengths, Yt, emb)
+        if gpu:
+            out = emb.detach().to(self.torch.float64)[..., None]
+        else:
+            out = emb.detach().cpu().numpy().astype(np.float64)[..., None]
         return out if batch else out[0]
+
+    def _cached(self, Y, lengths, gpu):
+        """The forward pass kept for ``Y`` (run again if it was for another input)."""
+        cache, self._cache = self._cache, None
+        if cache is not None and np.array_equal(cache[1], lengths):
+            same = (cache[0] is Y) if gpu else (isinstance(cache[0], np.ndarray)
+                                                and cache[0].shape == Y.shape
+                                                and np.array_equal(cache[0], Y))
+            if same:
+                return cache
+        self.forward(Y, lengths)
+        cache, self._cache = self._cache, None
+        return cache
 
     def vjp(self, Y: np.ndarray, g_out: np.ndarray, lengths=None) -> np.ndarray:
         """Pull `g_out` of shape ``(256, 1)`` (or ``(B, 256, 1)``) back to ``Y``'s shape.
@@ -210,15 +273,23 @@ class SpeakerEncoder:
         """
         Y = self._check(Y)
         lengths = self._lengths(Y, lengths)
-        cache, self._cache = self._cache, None
-        if cache is None or cache[0].shape != Y.shape or not np.array_equal(cache[0], Y) \
-                or not np.array_equal(cache[1], lengths):
-            self.forward(Y, lengths)
-            cache, self._cache = self._cache, None
+        gpu = _on_gpu(Y) and self.supports_device
+        cache = self._cached(Y, lengths, gpu)
         _, _, Yt, emb = cache
-        g = np.asarray(g_out, dtype=np.float64)
-        batch = Y.ndim == 3
-        g = g.reshape(emb.shape) if batch else g.reshape(1, -1)
-        (grad,) = self.torch.autograd.grad(emb, Yt, self.torch.tensor(g, dtype=self.dtype))
-        grad = grad.numpy().astype(np.float64)
-        return grad if batch else grad[0]
+        torch = self.torch
+        if _on_gpu(g_out) and self.supports_device:
+            g = torch.as_tensor(g_out, device=self.device).reshape(emb.shape).to(self.dtype)
+        else:
+            g = torch.tensor(np.asarray(g_out, dtype=np.float64).reshape(emb.shape),
+                             dtype=self.dtype, device=self.device)
+        (grad,) = torch.autograd.grad(emb, Yt, g)
+        grad = grad.to(torch.float64) if gpu else grad.cpu().numpy().astype(np.float64)
+        return grad if Y.ndim == 3 else grad[0]
+
+
+def _on_gpu(a) -> bool:
+    """True for an array that lives on a GPU (it has ``__cuda_array_interface__``)."""
+    try:
+        return hasattr(a, "__cuda_array_interface__")
+    except RuntimeError:  # a torch CUDA tensor that requires grad
+        return True

@@ -82,27 +82,42 @@ def _backward_kernel(X, R, G, mode, P0, P1, dX, dR):
         dR[b, p, t] = gr
 
 
-def _blocks(nb, T):
-    return max(1, (nb * T + THREADS - 1) // THREADS)
+def _launch(nb, T):
+    """``(blocks, threads)`` for one thread per frame: at most ``THREADS`` per block, fewer
+    for small inputs (the simulator runs every thread, idle or not, as a Python thread)."""
+    frames = nb * T
+    threads = max(1, min(THREADS, frames))
+    return max(1, (frames + threads - 1) // threads), threads
 
 
-def blur_forward(X, R, mode: int, Y) -> None:
-    """Write ``blur(X, R)`` into ``Y``; device arrays of shape ``(B, K, T)``."""
+def blur_forward(X, R, mode: int, Y, d2=None) -> None:
+    """Write ``blur(X, R)`` into ``Y``; device arrays of shape ``(B, K, T)``.
+
+    ``d2`` is float64 scratch of shape ``(B, K + 2, T)``, allocated here if None.
+    """
     nb, K, T = X.shape
     if X.size == 0:
         return
-    d2 = cuda.device_array((nb, K + 2, T), dtype=np.float64)
-    _forward_kernel[_blocks(nb, T), THREADS](X, R, mode, d2, Y)
+    if d2 is None:
+        d2 = cuda.device_array((nb, K + 2, T), dtype=np.float64)
+    blocks, threads = _launch(nb, T)
+    _forward_kernel[blocks, threads](X, R, mode, d2, Y)
 
 
-def blur_backward(X, R, G, mode: int, dX, dR) -> None:
-    """Write the vector-Jacobian products of ``blur`` into ``dX`` and ``dR`` (device arrays)."""
+def blur_backward(X, R, G, mode: int, dX, dR, P0=None, P1=None) -> None:
+    """Write the vector-Jacobian products of ``blur`` into ``dX`` and ``dR`` (device arrays).
+
+    ``P0`` and ``P1`` are float64 scratch of shape ``(B, K + 1, T)``, allocated here if None.
+    """
     nb, K, T = X.shape
     if X.size == 0:
         return
-    P0 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
-    P1 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
-    _backward_kernel[_blocks(nb, T), THREADS](X, R, G, mode, P0, P1, dX, dR)
+    if P0 is None:
+        P0 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
+    if P1 is None:
+        P1 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
+    blocks, threads = _launch(nb, T)
+    _backward_kernel[blocks, threads](X, R, G, mode, P0, P1, dX, dR)
 
 
 @cuda.jit

@@ -1,0 +1,161 @@
+"""Per-bin arithmetic of the objective (SPEC §7, §9.2-§9.3), shared by the CPU and the GPU.
+
+``build(jit)`` defines these functions under a given decorator: ``specblur.objective``
+passes ``_numba.jit(inline="always")`` and ``gpu_objective`` ``numba.cuda.jit(device=True)``,
+so that the radius, the entropy term and its gradient, the optimiser step and the total
+variation are written once for both devices. Only the loops and reductions around them
+differ. The parameterisation is the integer value of a :class:`~specblur.settings.Param`.
+
+Two guards keep these formulas valid Python for the CUDA simulator, whose kernels run
+as plain Python (where ``math.exp`` raises on overflow and ``math.log(0)`` on zero); both
+give what IEEE arithmetic gives: ``exp(m) = inf`` above ``LOG_MAX`` and ``log(0) = -inf``.
+"""
+import math
+import sys
+from types import SimpleNamespace
+from typing import Callable
+
+from ..settings import Param
+
+# the codes as plain ints, for the compiled code
+RAW, RELU, SOFTPLUS, EXP, SIGMOID = (int(p) for p in Param)
+#: The optimiser codes of the objective kernels (``NO_STEP``: no update this epoch).
+NO_STEP, SGD, ADAM = -1, 0, 1
+#: ``exp(m)`` overflows to infinity for ``m`` above this (``log`` of the largest float).
+LOG_MAX = math.log(sys.float_info.max)
+
+
+def build(jit: Callable) -> SimpleNamespace:
+    """Return the per-bin functions of the objective compiled by the decorator ``jit``."""
+
+    @jit
+    def finite(v):
+        """True if ``v`` is neither NaN nor infinite."""
+        return abs(v) < math.inf
+
+    @jit
+    def exp(v):
+        """``exp(v)``, infinite above ``LOG_MAX`` (as IEEE, but also in plain Python)."""
+        return math.inf if v > LOG_MAX else math.exp(v)
+
+    @jit
+    def log(v):
+        """``log(v)`` for ``v >= 0``: ``-inf`` at 0 (as IEEE, but also in plain Python)."""
+        return -math.inf if v == 0.0 else math.log(v)
+
+    @jit
+    def radius_of(m, code, r_max):
+        """``(r, dr/dm)`` of parameter ``m`` (SPEC §7, §9.2).
+
+        ``softplus`` and ``exp`` are capped at ``r_max`` (``inf`` for no cap) with
+        ``dr/dm = 0`` above it; ``sigmoid`` is ``1 + (r_max - 1) σ(m)``. ``raw`` and
+        ``relu`` give ``(m, 1)``.
+        """
+        if code == SOFTPLUS:
+            t = math.exp(-abs(m))
+            r = max(m, 0.0) + math.log1p(t)
+            drdm = 1.0 / (1.0 + t) if m >= 0.0 else t / (1.0 + t)
+        elif code == EXP:
+            r = exp(m)
+            drdm = r
+        elif code == SIGMOID:
+            t = math.exp(-abs(m))
+            big = 1.0 / (1.0 + t)           # σ(|m|)
+            small = t / (1.0 + t)           # σ(-|m|) = 1 - σ(|m|), without cancellation
+            s = big if m >= 0.0 else small
+            r = 1.0 + (r_max - 1.0) * s
+            drdm = (r_max - 1.0) * big * small
+        else:
+            return m, 1.0
+        if (code == SOFTPLUS or code == EXP) and r > r_max:
+            return r_max, 0.0
+        return r, drdm
+
+    @jit
+    def entropy_grad(mi, ri, drdmi, code, eps, ent_scale, r_max):
+        """``(g_ent, a)`` at one bin: ``-ent_scale dh/dm`` and the argument ``a`` of h's log.
+
+        SPEC §7's table; above the cap ``r_max`` of softplus and exp ``h`` is constant.
+        """
+        if code == RAW or code == RELU:
+            a = abs(mi) + eps
+            return -ent_scale * (1.0 if mi > 0.0 else (-1.0 if mi < 0.0 else 0.0)) / a, a
+        if code == EXP:
+            capped = ri == r_max and drdmi == 0.0
+            return (0.0 if capped else -ent_scale), 1.0
+        a = ri + eps  # softplus and sigmoid: h = log(r + eps)
+        return -ent_scale * drdmi / a, a
+
+    @jit
+    def entropy_term(mi, ri, code, eps, log_cap):
+        """``h(m)`` at one bin: ``log(|m| + eps)``, ``log(r + eps)`` or ``min(m, log r_max)``."""
+        if code == RAW or code == RELU:
+            return log(abs(mi) + eps)
+        if code == EXP:
+            return min(mi, log_cap)
+        return log(ri + eps)
+
+    @jit
+    def g_mse(dr, drdm, unit):
+        """``dL_mse/dm = dr dr/dm``; ``dr`` itself when ``unit`` (raw and relu)."""
+        return dr if unit else dr * drdm
+
+    @jit
+    def adam(mi, g, mom1, mom2, lr, beta1, beta2, adam_eps, c1, c2):
+        """One Adam step: ``(new m, new first moment, new second moment)``.
+
+        ``c1 = 1 - beta1**step`` and ``c2 = 1 - beta2**step`` are the bias corrections.
+        """
+        mom1 = beta1 * mom1 + (1.0 - beta1) * g
+        mom2 = beta2 * mom2 + (1.0 - beta2) * g * g
+        return mi - lr * (mom1 / c1) / (math.sqrt(mom2 / c2) + adam_eps), mom1, mom2
+
+    @jit
+    def moments(c, s1, s2, n):
+        """Mean and population variance of ``n`` values from their sums ``s1``, ``s2`` around ``c``."""
+        return c + s1 / n, max(s2 / n - (s1 / n) ** 2, 0.0)
+
+    @jit
+    def log_radius(r):
+        """``u = log(max(r, 1))``, the field whose total variation is the smoothness term."""
+        return math.log(max(r, 1.0))
+
+    @jit
+    def dudr(r):
+        """``du/dr``: ``1/r`` above 1 and 0 at or below it (the left derivative at 1)."""
+        return 1.0 / r if r > 1.0 else 0.0
+
+    @jit
+    def tv_bin(u, k, t, K, T, delta, d2):
+        """Bin ``(k, t)``'s part of ``TV`` (SPEC §9.3) on the ``(K, T)`` field ``u``.
+
+        Returns ``(along_k, along_t, g)``: the terms ``ρ(u[k+1,t] - u[k,t])`` and
+        ``ρ(u[k,t+1] - u[k,t])`` (0 at the edges), with ``ρ(z) = sqrt(z² + δ²) - δ`` and
+        ``d2 = δ²``, and ``dTV/du[k,t]``, which also takes the terms of the neighbours below.
+        """
+        uk = u[k, t]
+        g = 0.0
+        along_k = 0.0
+        along_t = 0.0
+        if k + 1 < K:
+            z = u[k + 1, t] - uk
+            q = math.sqrt(z * z + d2)
+            along_k = q - delta
+            g -= z / q
+        if k > 0:
+            z = uk - u[k - 1, t]
+            g += z / math.sqrt(z * z + d2)
+        if t + 1 < T:
+            z = u[k, t + 1] - uk
+            q = math.sqrt(z * z + d2)
+            along_t = q - delta
+            g -= z / q
+        if t > 0:
+            z = uk - u[k, t - 1]
+            g += z / math.sqrt(z * z + d2)
+        return along_k, along_t, g
+
+    return SimpleNamespace(finite=finite, exp=exp, log=log, radius_of=radius_of,
+                           entropy_grad=entropy_grad, entropy_term=entropy_term, g_mse=g_mse,
+                           adam=adam, moments=moments, log_radius=log_radius, dudr=dudr,
+                           tv_bin=tv_bin)
