@@ -8,8 +8,10 @@ smoothness term's buffers, all as zero-padded ``(B, K, T_max)`` stacks with one 
 run, and each run's settings and state as small tables (``kernels.gpu_objective``). An
 epoch is a fixed sequence of kernel launches that take the epoch number as a scalar:
 radius, the blur per boundary mode, the model calls and the MSE, the total variation, the
-model VJPs, the blur VJP per mode and the rest of the objective with the update. Nothing
-goes from the host to the device during it.
+model VJPs, the blur VJP per mode and the rest of the objective with the update. With
+models that take device arrays, nothing goes between host and device during it; models
+that do not are called on host copies, and a run that leaves moves another's slot (an
+upload of its input).
 
 The host waits for the device only at the epochs where some run logs a row, takes a
 snapshot or ends: it then copies the state table (one small array with every run's
@@ -110,14 +112,15 @@ class CudaLockstep:
         active = list(self.runs)
         start = time.perf_counter()
         n = 0
-        while active:
-            plans = {run: run.plan(n) for run in active}
-            self._epoch(n, active)
-            if any(last or log or snapshot for last, _, _, log, snapshot in plans.values()):
-                self._sync(n, active, plans, start)
-            if active and callback is not None:
-                callback(n + 1)
-            n += 1
+        with np.errstate(all="ignore"):  # as on the CPU: non-finite values are statuses
+            while active:
+                plans = {run: run.plan(n) for run in active}
+                self._epoch(n, active)
+                if any(last or log or snapshot for last, _, _, log, snapshot in plans.values()):
+                    self._sync(n, active, plans, start)
+                if active and callback is not None:
+                    callback(n + 1)
+                n += 1
         return [run.result() for run in self.runs]
 
     def _epoch(self, n, active):

@@ -106,7 +106,8 @@ def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = 
     """Learn several runs at once, in lockstep (one blur call per epoch for all of them).
 
     Each run is what ``fit(inputs[i], **runs[i])`` learns: the results equal those of
-    separate fits up to rounding (1e-9 relative in float64). The runs may differ in input
+    separate fits up to rounding (1e-9 relative in float64; a float32 model rounds
+    differently in a batch, and the optimiser can amplify that). The runs may differ in input
     (and its length), settings and number of epochs. Per epoch, the blur and its VJP run
     once on a ``(B, K, T_max)`` stack of the inputs, padded with zero frames (one call per
     boundary mode), and the model once per group of runs with the same model and input
@@ -156,6 +157,10 @@ def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = 
     runs = [runs] * len(inputs) if isinstance(runs, Mapping) else list(runs)
     if len(runs) != len(inputs):
         raise SpecblurError(f"fit_batch got {len(inputs)} inputs and {len(runs)} settings")
+    for i, settings in enumerate(runs):
+        if not isinstance(settings, Mapping):
+            raise SpecblurError(f"run {i}: settings must be a mapping, got "
+                                f"{type(settings).__name__}")
     if not inputs:
         return []
     items, models = [], {}

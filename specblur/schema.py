@@ -7,6 +7,8 @@ import re
 
 import numpy as np
 
+from .errors import SpecblurError
+
 # --- input defaults (SPEC §8's sweep example, and the API's keyword defaults) -------------
 SR = 16000
 N_FFT = 512
@@ -59,8 +61,8 @@ FINAL_TYPES = {"run_id": str, "epoch": np.int32, "k": np.int32, "t": np.int32,
 def stored_field_types(store_dtype: str = STORE_DTYPE) -> dict:
     """The dtypes of a fields file written with ``store_dtype`` (one of STORE_DTYPES)."""
     if store_dtype not in STORE_DTYPES:
-        raise ValueError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, "
-                         f"got {store_dtype!r}")
+        raise SpecblurError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, "
+                            f"got {store_dtype!r}")
     return {**FIELD_TYPES, **{name: np.dtype(store_dtype).type for name in FIELD_NAMES}}
 
 
@@ -78,10 +80,13 @@ INPUT_COLUMN = "input"
 RUN_STATUS = ("done", "failed", "diverged")
 FINISHED = ("done", "diverged")
 #: Columns of ``runs.parquet`` that are not settings, in the order they are written.
-RUN_COLUMNS = ("status", "error", "epochs_done", *METRICS, "wall_seconds", "device")
+#: ``batch``: how many runs were learnt together in lockstep (``--batch``), 1 for a run alone.
+RUN_COLUMNS = ("status", "error", "epochs_done", *METRICS, "wall_seconds", "device", "batch")
 
+#: The tables every finished run writes, one file each (``<table>/<run_id>.parquet``).
+RUN_TABLES = ("history", "fields", "final", "outputs")
 #: The per-run tables of a results folder, each ``<name>/<run_id>.parquet``.
-TABLES = ("history", "fields", "final", "outputs", "segments", "faithfulness")
+TABLES = (*RUN_TABLES, "segments", "faithfulness")
 
 # --- faithfulness (SPEC §9.5 in sweeps: the evaluate section, an extension of SPEC §8) ----
 #: ``faithfulness/<run_id>.parquet``: the tidy table of :func:`specblur.faithfulness` for

@@ -15,7 +15,7 @@ from typing import Optional
 
 from ._checks import check_keys, to_choice, to_float, to_int
 from .errors import SpecblurError
-from .kernels import MODES
+from .kernels import MODES, PARAM_CODES
 from .models import validate_model_spec
 
 __all__ = ["ENTROPY_REDUCE", "ID_NEUTRAL", "LAMBDA_ON", "MSE_NORM", "OPTIMIZERS", "PARAMS", "Param",
@@ -35,11 +35,11 @@ ID_NEUTRAL = ("r_max", "tv", "tv_delta", "mse_norm")
 class Param(enum.IntEnum):
     """Parameterisations of the radius (SPEC §7); the values are the objective kernels' codes."""
 
-    RAW = 0
-    RELU = 1
-    SOFTPLUS = 2
-    EXP = 3
-    SIGMOID = 4
+    RAW = PARAM_CODES["raw"]
+    RELU = PARAM_CODES["relu"]
+    SOFTPLUS = PARAM_CODES["softplus"]
+    EXP = PARAM_CODES["exp"]
+    SIGMOID = PARAM_CODES["sigmoid"]
 
     @classmethod
     def of(cls, name: str) -> "Param":

@@ -8,9 +8,6 @@ import specblur
 from specblur import models
 from specblur.errors import SpecblurError
 
-HISTORY_VALUES = [c for c in ("loss", "D", "H", "m_mean", "m_std", "r_identity_frac",
-                              "g_mse_mean", "g_ent_var", "y_total_ratio")]
-
 
 def spectrogram(seed, T, K=33):
     rng = np.random.default_rng(seed)
@@ -242,6 +239,30 @@ def test_a_run_that_cannot_start_fails_alone(tmp_path):
     assert (tmp_path / "history" / f"{'a' * 12}.parquet").is_file()
 
 
+def test_a_batch_that_fails_for_any_reason_falls_back_to_single_runs(tmp_path, monkeypatch):
+    from specblur.sweep import runner
+
+    real = runner.fit_batch
+
+    def fails_together(inputs, runs, **kw):
+        if len(inputs) > 1:
+            raise MemoryError("a batch too big")
+        return real(inputs, runs, **kw)
+
+    monkeypatch.setattr(runner, "fit_batch", fails_together)
+    tasks = [_task(f"{i:012x}", _spec(), tmp_path, lam=10.0 ** -i) for i in range(3)]
+    rows = runner.execute_batch(tasks)
+    assert [row["status"] for row in rows] == ["done"] * 3
+    assert [row["batch"] for row in rows] == [1, 1, 1]
+
+
+def test_batch_size_must_be_positive(tmp_path):
+    from specblur.sweep.runner import run_sweep
+
+    with pytest.raises(SpecblurError, match="batch must be a positive integer"):
+        run_sweep(None, out=tmp_path, batch=0)
+
+
 SWEEP = """\
 name: lockstep
 input: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32}
@@ -269,6 +290,7 @@ def test_sweep_in_batches_writes_what_single_runs_write(tmp_path):
     assert len(alone) == len(together) == 12
     assert sorted(together["run_id"]) == sorted(alone["run_id"])
     assert (together["status"] == "done").all()
+    assert set(alone["batch"]) == {1} and together["batch"].between(2, 5).all()
     for table in ("history", "fields", "outputs"):
         for run_id in alone["run_id"]:
             a = pd.read_parquet(tmp_path / "one" / "lockstep" / table / f"{run_id}.parquet")

@@ -17,6 +17,9 @@ from ..errors import SpecblurError
 #: Boundary modes (SPEC §4, §9.1) and the integer codes the kernels take.
 MODE_CODES = {"truncate": 0, "conserve": 1, "renormalize": 2}
 MODES = tuple(MODE_CODES)
+#: Parameterisations of the radius (SPEC §7, §9.2) and the integer codes the objective's
+#: kernels take (``settings.Param`` has these values).
+PARAM_CODES = {"raw": 0, "relu": 1, "softplus": 2, "exp": 3, "sigmoid": 4}
 DEVICES = ("cpu", "cuda")
 
 

@@ -169,20 +169,22 @@ def build(jit: Callable) -> SimpleNamespace:
         return (dx if blurred else g), (x * dsum if blurred else 0.0)
 
     @jit
-    def mass_scale(sent, received):
+    def mass_scale(sent, received, spread):
         """Factor that brings a frame's blurred mass ``received`` to the mass ``sent``.
 
-        Both are sums over the frame: ``sent`` of what the sources give away (``x`` minus
-        what they keep), ``received`` of the running sums' values. The running sums
-        accumulate rounding like ``K^2 eps`` (5e-12 at K = 4097); rescaling by
-        ``sent / received`` removes it, so that conserve and renormalize keep each frame's
-        total to about ``K eps`` (SPEC §4). A correction that is not of rounding size
-        (signed input whose mass nearly cancels, non-finite values) is not applied.
+        ``sent`` sums over the frame what the sources give away (``x`` minus what they
+        keep), ``received`` the running sums' values and ``spread`` their absolute values.
+        The running sums accumulate rounding like ``K^2 eps`` (5e-12 at K = 4097);
+        rescaling by ``sent / received`` removes it, so that conserve and renormalize keep
+        each frame's total to about ``K eps`` (SPEC §4). The factor changes each value by
+        about its own rounding only when the values mostly share a sign: where signed
+        values cancel (``|received| < spread / 2``), or the gap is not of rounding size
+        (non-finite values), the frame is left as it is.
         """
         gap = sent - received
-        ok = abs(gap) < MAX_MASS_CORRECTION * abs(received)
+        ok = abs(gap) < MAX_MASS_CORRECTION * abs(received) and abs(received) >= 0.5 * spread
         return 1.0 + gap / received if ok else 1.0
 
-    return SimpleNamespace(mass_scale=mass_scale, geometry=geometry, tail_mass=tail_mass, side_mass=side_mass,
-                           reach=reach, in_range_mass=in_range_mass, own_value=own_value,
+    return SimpleNamespace(mass_scale=mass_scale, geometry=geometry, tail_mass=tail_mass,
+                           side_mass=side_mass, reach=reach, in_range_mass=in_range_mass, own_value=own_value,
                            scatter_source=scatter_source, kept=kept, bin_vjp=bin_vjp)

@@ -4,7 +4,8 @@
 passes ``_numba.jit(inline="always")`` and ``gpu_objective`` ``numba.cuda.jit(device=True)``,
 so that the radius, the entropy term and its gradient, the optimiser step and the total
 variation are written once for both devices. Only the loops and reductions around them
-differ. The parameterisation is the integer value of a :class:`~specblur.settings.Param`.
+differ. The parameterisation is its code in ``PARAM_CODES`` (the value of a
+:class:`~specblur.settings.Param`).
 
 Two guards keep these formulas valid Python for the CUDA simulator, whose kernels run
 as plain Python (where ``math.exp`` raises on overflow and ``math.log(0)`` on zero); both
@@ -15,10 +16,11 @@ import sys
 from types import SimpleNamespace
 from typing import Callable
 
-from ..settings import Param
+from . import PARAM_CODES
 
 # the codes as plain ints, for the compiled code
-RAW, RELU, SOFTPLUS, EXP, SIGMOID = (int(p) for p in Param)
+RAW, RELU, SOFTPLUS, EXP, SIGMOID = (PARAM_CODES[name] for name in
+                                     ("raw", "relu", "softplus", "exp", "sigmoid"))
 #: The optimiser codes of the objective kernels (``NO_STEP``: no update this epoch).
 NO_STEP, SGD, ADAM = -1, 0, 1
 #: ``exp(m)`` overflows to infinity for ``m`` above this (``log`` of the largest float).

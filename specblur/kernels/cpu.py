@@ -89,14 +89,16 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
                     Y[b, i, _col(t0, j)] = value[j] + own[i, j]
             continue
         received = np.zeros(tile)
+        spread = np.zeros(tile)
         for i in range(K):
             for j in range(width):
                 slope[j] += d2[i, j]
                 value[j] += slope[j]
                 d2[i, j] = value[j]
                 received[j] += value[j]
+                spread[j] += abs(value[j])
         for j in range(width):
-            value[j] = mass_scale(sent[j], received[j])
+            value[j] = mass_scale(sent[j], received[j], spread[j])
         for i in range(K):
             for j in range(width):
                 Y[b, i, _col(t0, j)] = own[i, j] + d2[i, j] * value[j]

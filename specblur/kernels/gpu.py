@@ -44,12 +44,14 @@ def _forward_kernel(X, R, mode, d2, Y):
     slope = 0.0
     value = 0.0
     received = 0.0
+    spread = 0.0
     for i in range(K):
         slope += buf[i, t]
         value += slope
         buf[i, t] = value
         received += value
-    scale = mass_scale(sent, received) if mode != TRUNCATE else 1.0
+        spread += abs(value)
+    scale = mass_scale(sent, received, spread) if mode != TRUNCATE else 1.0
     for i in range(K):
         own = kept(i, K, np.float64(R[b, i, t]), np.float64(X[b, i, t]), mode)
         Y[b, i, t] = own + buf[i, t] * scale

@@ -34,7 +34,7 @@ from .._io import atomic_write, file_sha256
 from ..errors import SpecblurError
 from ..models import MODEL_KEYS
 from ..schema import (FAITHFULNESS_TYPES, FIELD_NAMES, FIELD_TYPES, FINAL_NAMES, FINAL_TYPES,
-                      OUTPUT_TYPES, SEGMENT_COLUMNS, STORE_DTYPE, TABLES, is_run_id,
+                      OUTPUT_TYPES, RUN_TABLES, SEGMENT_COLUMNS, STORE_DTYPE, TABLES, is_run_id,
                       stored_field_types)
 
 __all__ = ["Results", "faithfulness_frame", "field_array", "fields_frame", "final_frame",
@@ -325,7 +325,7 @@ def unreadable_tables(folder: str | os.PathLike, run_id: str) -> list[tuple[Path
     before ``final/`` lack it, and a user may delete a table to save space.
     """
     bad = []
-    for name in ("history", "fields", "final", "outputs"):
+    for name in RUN_TABLES:
         path = Path(folder) / name / f"{run_id}.parquet"
         if path.is_file():
             try:

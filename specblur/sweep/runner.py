@@ -69,7 +69,7 @@ class Task:
 
 #: A run that failed for one of these (a full disk, a read-only or forbidden folder) did
 #: not fail by itself: a plain rerun retries it.
-IO_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)
+IO_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
 
 
 def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
@@ -184,6 +184,8 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
     pandas.DataFrame
         The ``runs`` table after the sweep.
     """
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise SpecblurError(f"batch must be a positive integer or None, got {batch!r}")
     folder = Path(out) / sweep.name
     # each input once, in this process; this checks them before anything is written
     specs = {inp.name: load_input(inp.settings) for inp in sweep.inputs}
@@ -219,7 +221,7 @@ def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_fail
     if not interactive:
         print(f"{sweep.name}: {len(sweep.runs)} runs, {len(tasks)} to run", flush=True)
     done, ran = 0, []
-    for row in _execute(batches(tasks, batch, jobs), jobs, scheduler, interactive):
+    for row in _execute(tasks, batch, jobs, scheduler, interactive):
         _record(folder, row)
         ran.append(row["run_id"])
         done += 1
@@ -323,17 +325,17 @@ def _record(folder, row):
     results.write_table(folder / "runs.parquet", results.uniform_columns(runs))
 
 
-def _execute(groups, jobs, scheduler, interactive):
-    """Run each batch of tasks; yield every run's row as its batch ends."""
-    if not groups:
+def _execute(tasks, batch, jobs, scheduler, interactive):
+    """Run the tasks in batches (:func:`batches`); yield every run's row as its batch ends."""
+    if not tasks:
         return
     if scheduler:
-        yield from _execute_dask(groups, scheduler)
+        yield from _execute_dask(tasks, batch, scheduler)
     elif jobs <= 1:
-        for group in groups:
+        for group in batches(tasks, batch, 1):
             yield from execute_batch(group, epoch_bar=interactive)
     else:
-        yield from _execute_local(groups, jobs)
+        yield from _execute_local(batches(tasks, batch, jobs), jobs)
 
 
 def _execute_local(groups, jobs):
@@ -377,7 +379,7 @@ def _init_worker(threads, parent):
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def _execute_dask(groups, address):
+def _execute_dask(tasks, batch, address):
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -387,6 +389,8 @@ def _execute_dask(groups, address):
     except (OSError, TimeoutError) as exc:
         raise SpecblurError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     with client:
+        # automatic batches are spread over the cluster's worker threads
+        groups = batches(tasks, batch, max(1, sum(client.nthreads().values())))
         scattered = {}  # each input's spectrogram once
         for group in groups:
             for task in group:
@@ -418,9 +422,10 @@ def execute_run(task: Task, epoch_bar: bool = False) -> dict:
 def execute_batch(tasks: list[Task], epoch_bar: bool = False) -> list[dict]:
     """Fit runs together (:func:`specblur.fit_batch`) and write each one's tables and audio.
 
-    Never raises for the runs' own errors: if the batch cannot start (a run's settings are
-    rejected), each run is tried alone, so that only the bad one fails. Returns the runs'
-    rows for ``runs.parquet``, in the order of ``tasks``.
+    Never raises for the runs' own errors: if the batch fails before its runs are written
+    (a run's settings are rejected, a plug-in model raises, memory runs out), each run is
+    tried alone, so that only the bad one fails. Returns the runs' rows for
+    ``runs.parquet``, in the order of ``tasks``.
     """
     lock = _RUN_LOCK if threading.current_thread() is not threading.main_thread() else None
     if lock:  # numba's parallel kernels must not run from several threads at once
@@ -429,7 +434,7 @@ def execute_batch(tasks: list[Task], epoch_bar: bool = False) -> list[dict]:
         if len(tasks) > 1:
             try:
                 return _execute_batch(tasks, epoch_bar, raise_errors=True)
-            except SpecblurError:
+            except Exception:  # noqa: BLE001 - each run alone says which one fails
                 pass
         return [row for task in tasks for row in _execute_batch([task], epoch_bar)]
     finally:
@@ -442,22 +447,23 @@ def _execute_batch(tasks, epoch_bar, raise_errors=False):
     rows = [{"run_id": task.run_id, INPUT_COLUMN: task.input,
              **results.flatten_settings(task.settings), "status": "failed", "error": "",
              "epochs_done": 0, **{c: float("nan") for c in METRICS}, "wall_seconds": 0.0,
-             "device": task.device} for task in tasks]
+             "device": task.device, "batch": len(tasks)} for task in tasks]
     first = tasks[0]
+    bar = tqdm(total=max(task.settings.epochs for task in tasks),
+               desc=first.run_id if len(tasks) == 1 else f"{len(tasks)} runs",
+               unit="epoch", leave=False, disable=not epoch_bar, mininterval=0.5)
     try:
-        bar = tqdm(total=max(task.settings.epochs for task in tasks),
-                   desc=first.run_id if len(tasks) == 1 else f"{len(tasks)} runs",
-                   unit="epoch", leave=False, disable=not epoch_bar, mininterval=0.5)
         fits = fit_batch([task.spectrogram for task in tasks],
                          [task.settings for task in tasks], device=first.device,
                          callback=lambda n: bar.update(1))
-        bar.close()
     except Exception as exc:
-        if raise_errors and isinstance(exc, SpecblurError):
+        if raise_errors:
             raise
         for row in rows:
             _fail_row(row, exc)
         fits = []
+    finally:
+        bar.close()
     for task, row, res in zip(tasks, rows, fits):
         try:
             _write_run(Path(task.folder), task.run_id, task.spectrogram, res, task.store_dtype)
