@@ -31,6 +31,7 @@ _entropy_term = _bin.entropy_term
 _g_mse = _bin.g_mse
 _adam = _bin.adam
 _moments = _bin.moments
+_accumulate = _bin.accumulate
 _log_radius = _bin.log_radius
 _dudr = _bin.dudr
 _tv_bin = _bin.tv_bin
@@ -173,19 +174,9 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
             zero += a == 0.0
             if log:
                 h += _entropy_term(mi, ri, code, eps, log_cap)
-            da = ga - ca
-            db = gb - cb
-            dm = mi - cm
-            s1a += da
-            s2a += da * da
-            s1b += db
-            s2b += db * db
-            s1m += dm
-            s2m += dm * dm
-            ident += ri <= 1.0
-            neg += mi < 0.0
-            m_min = min(m_min, mi)
-            m_max = max(m_max, mi)
+            s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max = _accumulate(
+                s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, ga, gb, mi, ri, ca,
+                cb, cm)
             if optimizer != NO_STEP:
                 g = ga + gb + (g_tv[i] if has_tv else 0.0)
                 if optimizer == ADAM:

@@ -113,6 +113,21 @@ def build(jit: Callable) -> SimpleNamespace:
         return mi - lr * (mom1 / c1) / (math.sqrt(mom2 / c2) + adam_eps), mom1, mom2
 
     @jit
+    def accumulate(s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, ga, gb, mi, ri,
+                   ca, cb, cm):
+        """The history statistics' running sums after one more bin.
+
+        Sums and sums of squares of ``g_mse``, ``g_ent`` and ``m`` taken around ``ca``,
+        ``cb``, ``cm`` (the first bin's values), counts of ``r <= 1`` and ``m < 0``, and the
+        range of ``m``.
+        """
+        da = ga - ca
+        db = gb - cb
+        dm = mi - cm
+        return (s1a + da, s2a + da * da, s1b + db, s2b + db * db, s1m + dm, s2m + dm * dm,
+                ident + (ri <= 1.0), neg + (mi < 0.0), min(m_min, mi), max(m_max, mi))
+
+    @jit
     def moments(c, s1, s2, n):
         """Mean and population variance of ``n`` values from their sums ``s1``, ``s2`` around ``c``."""
         return c + s1 / n, max(s2 / n - (s1 / n) ** 2, 0.0)
@@ -159,5 +174,5 @@ def build(jit: Callable) -> SimpleNamespace:
 
     return SimpleNamespace(finite=finite, exp=exp, log=log, radius_of=radius_of,
                            entropy_grad=entropy_grad, entropy_term=entropy_term, g_mse=g_mse,
-                           adam=adam, moments=moments, log_radius=log_radius, dudr=dudr,
+                           adam=adam, accumulate=accumulate, moments=moments, log_radius=log_radius, dudr=dudr,
                            tv_bin=tv_bin)

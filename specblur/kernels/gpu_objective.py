@@ -45,6 +45,7 @@ _entropy_grad = _bin.entropy_grad
 _entropy_term = _bin.entropy_term
 _g_mse = _bin.g_mse
 _adam = _bin.adam
+_accumulate = _bin.accumulate
 _moments = _bin.moments
 _log_radius = _bin.log_radius
 _dudr = _bin.dudr
@@ -344,19 +345,8 @@ def _descend_kernel(n, M, R, DRDM, DR, G_tv, mom1, mom2, Y, G_mse, G_ent, M_next
         if log:
             h += _entropy_term(mi, ri, code, eps, log_cap)
             ysum += Y[b, k, t]
-        da = ga - ca
-        db = gb - cb
-        dm = mi - m0
-        s1a += da
-        s2a += da * da
-        s1b += db
-        s2b += db * db
-        s1m += dm
-        s2m += dm * dm
-        ident += ri <= 1.0
-        neg += mi < 0.0
-        m_min = min(m_min, mi)
-        m_max = max(m_max, mi)
+        s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max = _accumulate(
+            s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, ga, gb, mi, ri, ca, cb, m0)
         gtv = G_tv[b, k, t] if has_tv else 0.0
         if has_tv and log:
             dt = gtv - ctv
