@@ -437,14 +437,20 @@ def descend(n, M, R, DRDM, DR, G_tv, mom1, mom2, Y, G_mse, G_ent, M_next, table,
 
 # --- moving data between the stacks and a model's arrays ----------------------------
 
+@cuda.jit(device=True)
+def _position(i, K, T):
+    """Item, bin and frame of flat index ``i`` of a ``(n, K, T)`` array."""
+    plane = K * T
+    g = i // plane
+    k = (i - g * plane) // T
+    return g, k, i - g * plane - k * T
+
+
 @cuda.jit
 def _gather_kernel(Y, slots, lengths, out):
     G, K, T = out.shape
-    plane = K * T
-    for i in range(cuda.grid(1), G * plane, cuda.gridsize(1)):
-        g = i // plane
-        k = (i - g * plane) // T
-        t = i - g * plane - k * T
+    for i in range(cuda.grid(1), G * K * T, cuda.gridsize(1)):
+        g, k, t = _position(i, K, T)
         out[g, k, t] = Y[slots[g], k, t] if t < lengths[g] else 0.0
 
 
@@ -457,11 +463,8 @@ def gather(Y, slots, lengths, out):
 @cuda.jit
 def _scatter_kernel(src, slots, lengths, G):
     n, K, T = src.shape
-    plane = K * T
-    for i in range(cuda.grid(1), n * plane, cuda.gridsize(1)):
-        g = i // plane
-        k = (i - g * plane) // T
-        t = i - g * plane - k * T
+    for i in range(cuda.grid(1), n * K * T, cuda.gridsize(1)):
+        g, k, t = _position(i, K, T)
         if t < lengths[g]:
             G[slots[g], k, t] = float64(src[g, k, t])
 
