@@ -13,8 +13,8 @@
    and the logmel models, and with the speaker encoder (n_fft 400, hop 160) where torch
    has CUDA and the resemblyzer weights are installed: run-epochs per second on cuda (the
    whole epoch on the GPU; JIT compilation is timed apart) and on cpu (the same runs for
-   3 epochs; 4 runs for the speaker encoder), and a few runs learned on the CPU for all their epochs must equal the
-   GPU's as in the tests (m, r and the history to 1e-9 relative, 1e-12 absolute near
+   3 epochs; 4 runs for the speaker encoder), and a few runs learned on the CPU for all
+   their epochs must equal the GPU's as in the tests (m, r and the history to 1e-9 relative, 1e-12 absolute near
    zero; 1e-6 for the speaker encoder, checked on two runs in float64, whose LSTM runs in
    cuDNN on the GPU).
 

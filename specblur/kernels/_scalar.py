@@ -186,5 +186,6 @@ def build(jit: Callable) -> SimpleNamespace:
         return 1.0 + gap / received if ok else 1.0
 
     return SimpleNamespace(mass_scale=mass_scale, geometry=geometry, tail_mass=tail_mass,
-                           side_mass=side_mass, reach=reach, in_range_mass=in_range_mass, own_value=own_value,
-                           scatter_source=scatter_source, kept=kept, bin_vjp=bin_vjp)
+                           side_mass=side_mass, reach=reach, in_range_mass=in_range_mass,
+                           own_value=own_value, scatter_source=scatter_source, kept=kept,
+                           bin_vjp=bin_vjp)

@@ -129,7 +129,8 @@ def build(jit: Callable) -> SimpleNamespace:
 
     @jit
     def moments(c, s1, s2, n):
-        """Mean and population variance of ``n`` values from their sums ``s1``, ``s2`` around ``c``."""
+        """Mean and population variance of ``n`` values from their sums ``s1``, ``s2``
+        around ``c``."""
         return c + s1 / n, max(s2 / n - (s1 / n) ** 2, 0.0)
 
     @jit
@@ -174,5 +175,6 @@ def build(jit: Callable) -> SimpleNamespace:
 
     return SimpleNamespace(finite=finite, exp=exp, log=log, radius_of=radius_of,
                            entropy_grad=entropy_grad, entropy_term=entropy_term, g_mse=g_mse,
-                           adam=adam, accumulate=accumulate, moments=moments, log_radius=log_radius, dudr=dudr,
+                           adam=adam, accumulate=accumulate, moments=moments,
+                           log_radius=log_radius, dudr=dudr,
                            tv_bin=tv_bin)

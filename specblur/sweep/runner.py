@@ -18,7 +18,8 @@ from ..audio import Spectrogram, load_input, write_wav
 from ..errors import SpecblurError
 from ..fitting import fit_batch
 from ..models import make_model
-from ..schema import AUTO_BATCH_KINDS, BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH, METRICS, STORE_DTYPE
+from ..schema import (AUTO_BATCH_KINDS, BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH,
+                      METRICS, STORE_DTYPE)
 from ..settings import Settings
 from . import results
 from .config import Sweep
@@ -27,8 +28,8 @@ from .segments import write_sweep_segments
 
 __all__ = ["Task", "batches", "execute_batch", "execute_run", "plan", "run_sweep"]
 
-#: Bytes per input bin of one run in a batch: about 6 stacked and 10 per-run float64
-#: fields, plus 5 fields per snapshot (:func:`run_bytes`).
+#: float64 fields per input bin of one run in a batch: about 6 stacked and 10 of its own,
+#: plus 5 per snapshot (:func:`run_bytes`).
 _FIELDS_PER_RUN, _FIELDS_PER_SNAPSHOT = 16, 5
 #: Bytes per input frame that the speaker encoder keeps for its VJP (3 LSTM layers of 256
 #: units, gates and states, float32, with autograd's copies): peak RSS growth of a forward
