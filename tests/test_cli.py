@@ -695,7 +695,7 @@ def test_sweep_on_a_dask_cluster(tmp_path):
 
         assert wait_for(ready, deadline_s=90), "the Dask cluster did not come up"
         out = tmp_path / "out"
-        proc = cli(path, "--out", out, "--scheduler", address)
+        proc = cli(path, "--out", out, "--scheduler", address, "--batch", "2")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr
         assert "2 runs, 2 to run" in proc.stdout
@@ -703,6 +703,7 @@ def test_sweep_on_a_dask_cluster(tmp_path):
         res = load(folder)
         assert sorted(res.runs["run_id"]) == sorted(ids)
         assert (res.runs["status"] == "done").all()
+        assert (res.runs["batch"] == 2).all()  # one lockstep batch, one Dask task
         assert set(res.history["run_id"]) == set(ids)
         assert len(res.history) == 12
         for run_id in ids:
