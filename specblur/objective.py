@@ -19,7 +19,7 @@ from .kernels import _terms
 from .kernels._numba import jit, parallel_jit
 from .settings import Param
 
-RAW, RELU = _terms.RAW, _terms.RELU
+RAW, RELU, EXP = _terms.RAW, _terms.RELU, _terms.EXP
 #: ``descend``'s optimiser codes.
 NO_STEP, SGD, ADAM = _terms.NO_STEP, _terms.SGD, _terms.ADAM
 
@@ -35,6 +35,30 @@ _accumulate = _bin.accumulate
 _log_radius = _bin.log_radius
 _dudr = _bin.dudr
 _tv_bin = _bin.tv_bin
+_bin_log = _bin.log
+
+
+# Logarithms summed as the logarithm of a running product, while both stay far from
+# under- and overflow: one log per ~10-100 bins instead of one per bin.
+_PRODUCT_ARG = 1e100
+_PRODUCT_FLUSH = 1e200
+
+
+@jit(inline="always")
+def _add_log(h, prod, a):
+    """``(h, prod)`` after adding ``log(a)`` to ``h + log(prod)``; ``a >= 0``, or NaN.
+
+    A moderate ``a`` joins the product, which is folded into ``h`` once it leaves
+    ``(1/_PRODUCT_FLUSH, _PRODUCT_FLUSH)``; any other ``a`` (0, tiny, huge, inf, NaN) goes
+    straight to ``h`` through the guarded ``log`` (``log(0) = -inf``), as before.
+    """
+    if a > 1.0 / _PRODUCT_ARG and a < _PRODUCT_ARG:
+        prod *= a
+        if not (prod > 1.0 / _PRODUCT_FLUSH and prod < _PRODUCT_FLUSH):
+            h += math.log(prod)
+            prod = 1.0
+        return h, prod
+    return h + _bin_log(a), prod
 
 
 def param_inverse(r0: np.ndarray | float, param: Param, r_max: float = np.inf) -> np.ndarray:
@@ -158,6 +182,7 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     parts = np.empty((nblocks, _NPART))
     for blk in prange(nblocks):
         s1a = s2a = s1b = s2b = s1m = s2m = h = 0.0
+        prod = 1.0  # logarithms still to add to h (_add_log)
         ident = neg = zero = bad = 0.0  # counts as floats, exact below 2**53
         m_min = np.inf
         m_max = -np.inf
@@ -172,8 +197,11 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
             if keep_ent:
                 g_ent[i] = gb
             zero += a == 0.0
-            if log:
-                h += _entropy_term(mi, ri, code, eps, log_cap)
+            if log:  # h(m) = log(a), except with exp
+                if code == EXP:
+                    h += _entropy_term(mi, ri, code, eps, log_cap)
+                else:
+                    h, prod = _add_log(h, prod, a)
             s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max = _accumulate(
                 s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, ga, gb, mi, ri, ca,
                 cb, cm)
@@ -186,6 +214,7 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
                     new = mi - lr * g
                 m_next[i] = new
                 bad += not _finite(new)
+        h += math.log(prod)
         block = (s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, zero, h, bad)
         for k in range(_NPART):
             parts[blk, k] = block[k]

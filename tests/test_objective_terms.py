@@ -736,3 +736,32 @@ def test_run_id_of_sigmoid_with_and_without_r_max():
     a = make_run_id(resolve({"param": "sigmoid", "m_init": 2.5}), sha, inp)
     b = make_run_id(resolve({"param": "sigmoid", "m_init": 2.5, "r_max": 100.0}), sha, inp)
     assert a != b
+
+
+@pytest.mark.parametrize("scale", ["moderate", "extreme"])
+def test_entropy_sum_equals_the_sum_of_logarithms(scale):
+    # descend adds most logarithms as the log of a running product; extreme values (tiny,
+    # huge, zero) must still count exactly as their own logarithms
+    from specblur import objective
+
+    rng = np.random.default_rng(11)
+    n = 3 * objective.BLOCK + 17
+    m = rng.uniform(-5.0, 5.0, n)
+    if scale == "extreme":
+        m[::7] = 10.0 ** rng.uniform(-300, 300, m[::7].size)
+        m[5] = 0.0
+    empty = np.empty(0)
+    for code, eps in ((0, 1e-8), (2, 1e-8), (0, 0.0)):
+        r = np.logaddexp(0.0, m) if code == 2 else m  # softplus
+        drdm = np.ones(n)
+        zero, h, bad = objective.descend(m, r, np.zeros(n), drdm, empty, code, eps, 1.0, np.inf,
+                                         True, objective.NO_STEP, 1.0, 0.9, 0.999, 1e-8, 1,
+                                         empty, empty, empty, empty, np.empty(n), np.empty(10))
+        arg = (np.abs(m) if code == 0 else r) + eps
+        with np.errstate(divide="ignore"):
+            want = np.log(arg).sum()
+        assert zero == (arg == 0).sum()
+        if np.isfinite(want):
+            assert abs(h - want) <= 1e-12 * np.abs(np.log(arg)).sum()
+        else:
+            assert h == want
