@@ -471,6 +471,7 @@ class _Lockstep:
         return [(mode, group[0].slot, group) for mode, group in self.groups.items() if group]
 
     def _forward(self):
+        self.filled = {}  # run -> the slot whose radii this epoch's forward pass copied
         for mode, lo, group in self._spans():
             hi = lo + len(group)
             if len(group) == 1 and group[0].T == self.T:  # no copy for a lone run
@@ -478,6 +479,7 @@ class _Lockstep:
             else:
                 for run in group:
                     self.R[run.slot, :, :run.T] = run.r
+                    self.filled[run] = run.slot
                 R = self.R[lo:hi]
             self.kernels.blur_forward(self.X_dev[lo:hi], self.send(R), mode, self.Y[lo:hi])
         return self.fetch(self.Y)
@@ -490,7 +492,8 @@ class _Lockstep:
                 R, G = run.r[None], np.ascontiguousarray(grads[run], dtype=np.float64)[None]
             else:
                 for run in group:
-                    self.R[run.slot, :, :run.T] = run.r
+                    if self.filled.get(run) != run.slot:  # moved since the forward pass
+                        self.R[run.slot, :, :run.T] = run.r
                     self.G[run.slot, :, :run.T] = grads[run]
                 R, G = self.R[lo:hi], self.G[lo:hi]
             self.kernels.blur_backward(self.X_dev[lo:hi], self.send(R), self.send(G), mode,

@@ -115,6 +115,20 @@ def test_a_diverging_run_leaves_and_the_others_go_on():
         assert_same_result(got, specblur.fit(X, **run))
 
 
+def test_a_run_leaving_between_the_blur_and_its_vjp_hands_its_slot_on():
+    # D = mean((Y - X)^2) overflows at epoch 0 for the first input: that run leaves after
+    # the blur, and the last run of its mode moves into its slot before the VJP
+    X = spectrogram(8, 14)
+    loud = X.copy()
+    loud[::2] = 1e200
+    run = {"m_init": 3.0, "lam": 1e-2, "epochs": 4, "model": {"kind": "identity"}}
+    inputs = [loud, X, spectrogram(9, 14)]
+    batch = specblur.fit_batch(inputs, run)
+    assert [res.status for res in batch] == ["diverged", "done", "done"]
+    for Xi, got in zip(inputs, batch):
+        assert_same_result(got, specblur.fit(Xi, **run))
+
+
 def test_one_mapping_applies_to_every_input():
     inputs = [spectrogram(4, 10), spectrogram(5, 13)]
     run = {"lam": 1e-3, "epochs": 3, "model": {"kind": "identity"}}
