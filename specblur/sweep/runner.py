@@ -33,7 +33,7 @@ __all__ = ["Task", "batches", "execute_batch", "execute_run", "plan", "run_sweep
 _FIELDS_PER_RUN, _FIELDS_PER_SNAPSHOT = 16, 5
 #: Bytes per input frame that the speaker encoder keeps for its VJP (3 LSTM layers of 256
 #: units, gates and states, float32, with autograd's copies): peak RSS growth of a forward
-#: and VJP measured at 37-48 kB per frame (B x T = 1 x 4000, 8 x 1000, 4 x 711), so 64 kB.
+#: and VJP measured at 36-48 kB per frame (``benchmarks/bench_lockstep.py``), so 64 kB.
 _SPEAKER_BYTES_PER_FRAME = 64 * 1024
 
 _RUN_LOCK = threading.Lock()
