@@ -24,7 +24,7 @@ BATCH_MEMORY = 2 * 1024 ** 3
 MAX_BATCH = 64
 #: Model kinds whose runs are batched automatically: those whose calls cost more than the
 #: blur. Runs of cheap models (identity, logmel, mlp) gain nothing from a shared model
-#: call and lose ~20 % to a larger working set, so they run alone unless ``--batch`` asks.
+#: call and lose up to ~20 % to a larger working set, so they run alone unless ``--batch`` asks.
 AUTO_BATCH_KINDS = ("speaker_encoder",)
 
 # --- the history table (SPEC §7) ----------------------------------------------------------
