@@ -4,8 +4,9 @@ Each epoch touches every bin a handful of times: radius from parameter, entropy 
 gradient, the MSE and its gradient, the history's statistics and the optimiser step.
 These kernels do that in few passes over preallocated buffers: once the fields outgrow
 the cache every pass streams them through memory, so everything after the blur VJP is one
-sweep (:func:`descend`), and the blur kernels stay the main cost of an epoch. The
-entropy's value (a logarithm per bin) is computed only for the epochs that are logged.
+sweep (:func:`descend`, block by block in loops that vectorise), and the blur kernels stay
+the main cost of an epoch. The entropy's value and the statistics are computed only for the
+epochs that are logged, with one logarithm per few hundred bins (:func:`_sum_log`).
 They take flat (1-D) views of the ``(K, T)`` fields, and the parameterisation as the
 integer value of a :class:`~specblur.settings.Param` (``code``). The per-bin formulas are
 those of ``kernels._terms``, which ``kernels.gpu_objective`` compiles for CUDA.
@@ -27,38 +28,13 @@ _bin = _terms.build(jit(inline="always"))
 _finite = _bin.finite
 _radius_of = _bin.radius_of
 _entropy_grad = _bin.entropy_grad
-_entropy_term = _bin.entropy_term
 _g_mse = _bin.g_mse
 _adam = _bin.adam
 _moments = _bin.moments
-_accumulate = _bin.accumulate
 _log_radius = _bin.log_radius
 _dudr = _bin.dudr
 _tv_bin = _bin.tv_bin
 _bin_log = _bin.log
-
-
-# Logarithms summed as the logarithm of a running product, while both stay far from
-# under- and overflow: one log per ~10-100 bins instead of one per bin.
-_PRODUCT_ARG = 1e100
-_PRODUCT_FLUSH = 1e200
-
-
-@jit(inline="always")
-def _add_log(h, prod, a):
-    """``(h, prod)`` after adding ``log(a)`` to ``h + log(prod)``; ``a >= 0``, or NaN.
-
-    A moderate ``a`` joins the product, which is folded into ``h`` once it leaves
-    ``(1/_PRODUCT_FLUSH, _PRODUCT_FLUSH)``; any other ``a`` (0, tiny, huge, inf, NaN) goes
-    straight to ``h`` through the guarded ``log`` (``log(0) = -inf``), as before.
-    """
-    if a > 1.0 / _PRODUCT_ARG and a < _PRODUCT_ARG:
-        prod *= a
-        if not (prod > 1.0 / _PRODUCT_FLUSH and prod < _PRODUCT_FLUSH):
-            h += math.log(prod)
-            prod = 1.0
-        return h, prod
-    return h + _bin_log(a), prod
 
 
 def param_inverse(r0: np.ndarray | float, param: Param, r_max: float = np.inf) -> np.ndarray:
@@ -142,7 +118,98 @@ def total_variation(r, drdm, unit_drdm, delta, scale, u, g_tv):
 #: Bins per block of :func:`descend`. Each block's partial sums are added in block order,
 #: so the statistics do not depend on the number of threads.
 BLOCK = 4096
-# a block's partial sums: the shifted sums of g_mse, g_ent and m and of their squares,
+
+
+@jit(reassociate=True)
+def _block_sums(ga, gb, m, r, unit, ca, cb, cm):
+    """Sums and sums of squares of ``ga - ca``, ``gb - cb`` and ``m - cm`` over a block,
+    and the counts of ``r <= 1`` (``m`` itself when ``unit``) and ``m < 0``.
+
+    Compiled apart from :func:`descend` with reassociation allowed, so that the sums
+    vectorise; the result depends on the block alone, not on the number of threads.
+    """
+    s1a = s2a = s1b = s2b = s1m = s2m = 0.0
+    ident = neg = 0
+    for i in range(m.size):
+        da = ga[i] - ca
+        db = gb[i] - cb
+        mi = m[i]
+        dm = mi - cm
+        s1a += da
+        s2a += da * da
+        s1b += db
+        s2b += db * db
+        s1m += dm
+        s2m += dm * dm
+        ident += (mi if unit else r[i]) <= 1.0
+        neg += mi < 0.0
+    return s1a, s2a, s1b, s2b, s1m, s2m, ident, neg
+
+
+_LANES = 8
+
+
+@jit(reassociate=True)
+def _block_range(m):
+    """``(min, max)`` of ``m`` (non-empty), in ``_LANES`` independent running pairs."""
+    lo = np.full(_LANES, np.inf)
+    hi = np.full(_LANES, -np.inf)
+    whole = m.size - m.size % _LANES
+    for k0 in range(0, whole, _LANES):
+        for lane in range(_LANES):
+            v = m[k0 + lane]
+            lo[lane] = min(lo[lane], v)
+            hi[lane] = max(hi[lane], v)
+    m_min = lo.min()
+    m_max = hi.max()
+    for k in range(whole, m.size):
+        m_min = min(m_min, m[k])
+        m_max = max(m_max, m[k])
+    return m_min, m_max
+
+
+_MANTISSA = 0x000FFFFFFFFFFFFF
+_ONE_BITS = 0x3FF0000000000000  # the bits of 1.0
+_EXP_MASK = 0x7FF
+# mantissas in [1, 2) multiplied before one logarithm: their product stays below 2**512
+_PRODUCT_RUN = 512
+
+
+@jit(reassociate=True)
+def _sum_log(a):
+    """``sum(log(a))`` for ``a >= 0`` (or NaN), with few logarithms and vectorised loops.
+
+    A positive normal ``a`` is ``mantissa * 2**e``: the exponents are summed as integers
+    and the mantissas multiplied in runs of ``_PRODUCT_RUN``, one logarithm per run. Zero,
+    subnormal, infinite and NaN values take ``_bin_log`` one by one (``log(0) = -inf``).
+    """
+    bits = a.view(np.int64)
+    mantissas = np.empty(a.size, np.int64)
+    exponents = 0
+    odd = 0
+    for k in range(a.size):
+        b = bits[k]
+        e = (b >> 52) & _EXP_MASK
+        normal = (e != 0) & (e != _EXP_MASK) & (b > 0)
+        mantissas[k] = ((b & _MANTISSA) | _ONE_BITS) if normal else _ONE_BITS
+        exponents += (e - 1023) if normal else 0
+        odd += not normal
+    factors = mantissas.view(np.float64)
+    h = exponents * math.log(2.0)
+    for start in range(0, a.size, _PRODUCT_RUN):
+        prod = 1.0
+        for k in range(start, min(a.size, start + _PRODUCT_RUN)):
+            prod *= factors[k]
+        h += math.log(prod)
+    if odd:
+        for k in range(a.size):
+            e = (bits[k] >> 52) & _EXP_MASK
+            if e == 0 or e == _EXP_MASK or bits[k] <= 0:
+                h += _bin_log(a[k])
+    return h
+
+
+# a block's partial results: the shifted sums of g_mse, g_ent and m and of their squares,
 # counts of r <= 1 and m < 0, min and max of m, count of log(0) terms, sum of h, count
 # of non-finite new m
 _NPART = 13
@@ -156,12 +223,16 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     From ``m``, ``r``, ``dr = dL_mse/dr``, ``dr/dm`` (ignored for raw and relu) and ``g_tv``
     (empty without the smoothness term), per bin: ``g_mse = dr dr/dm`` and ``g_ent = -ent_scale
     dh/dm`` (SPEC §7's table), written into ``g_mse`` and ``g_ent`` only where those are not
-    empty (snapshots); the history statistics of this state into ``stats`` (the names of
-    ``schema.STATS``; population variances from sums taken around the first bin's values,
-    accurate when a mean is large against the spread); ``sum h(m)`` only if ``log`` (a
+    empty (snapshots); only if ``log``, the history statistics of this state into ``stats``
+    (the names of ``schema.STATS``; population variances from sums taken around the first
+    bin's values, accurate when a mean is large against the spread) and ``sum h(m)`` (a
     logarithm per bin); and the ``sgd`` or ``adam`` update (``optimizer``, ``step`` counting
     from 1; ``NO_STEP`` for none) of the state, written into ``m_next``, so that ``m`` is
     still the state if the caller rejects the epoch. Adam updates ``mom1``, ``mom2`` in place.
+
+    The sweep goes block by block (``BLOCK`` bins, in parallel), each block in a few tight
+    loops over block-sized scratch that the compiler can vectorise: the gradient parts,
+    the update, and on logged epochs the statistics and the entropy.
 
     Returns ``(zero, H, bad)``: the number of bins whose entropy term is ``log(0) = -inf``
     (possible only with ``eps = 0``), ``sum h(m)`` (0 unless ``log``) and the number of
@@ -179,45 +250,57 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     cb = _entropy_grad(m[0], r[0], drdm[0], code, eps, ent_scale, r_max)[0]
     cm = m[0]
     nblocks = (n + BLOCK - 1) // BLOCK
-    parts = np.empty((nblocks, _NPART))
+    parts = np.zeros((nblocks, _NPART))
     for blk in prange(nblocks):
-        s1a = s2a = s1b = s2b = s1m = s2m = h = 0.0
-        prod = 1.0  # logarithms still to add to h (_add_log)
-        ident = neg = zero = bad = 0.0  # counts as floats, exact below 2**53
-        m_min = np.inf
-        m_max = -np.inf
-        for i in range(blk * BLOCK, min(n, (blk + 1) * BLOCK)):
+        lo = blk * BLOCK
+        size = min(n, lo + BLOCK) - lo
+        ga = np.empty(size)
+        gb = np.empty(size)
+        arg = np.empty(size)  # the argument a of h = log(a)
+        zero = 0
+        for k in range(size):
+            i = lo + k
             mi = m[i]
-            ri = mi if unit else r[i]
             drdmi = 1.0 if unit else drdm[i]
-            ga = _g_mse(dr[i], drdmi, unit)
-            gb, a = _entropy_grad(mi, ri, drdmi, code, eps, ent_scale, r_max)
-            if keep_mse:
-                g_mse[i] = ga
-            if keep_ent:
-                g_ent[i] = gb
-            zero += a == 0.0
-            if log:  # h(m) = log(a), except with exp
-                if code == EXP:
-                    h += _entropy_term(mi, ri, code, eps, log_cap)
-                else:
-                    h, prod = _add_log(h, prod, a)
-            s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max = _accumulate(
-                s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, ga, gb, mi, ri, ca,
-                cb, cm)
-            if optimizer != NO_STEP:
-                g = ga + gb + (g_tv[i] if has_tv else 0.0)
-                if optimizer == ADAM:
-                    new, mom1[i], mom2[i] = _adam(mi, g, mom1[i], mom2[i], lr, beta1, beta2,
-                                                  adam_eps, c1, c2)
-                else:
-                    new = mi - lr * g
+            ga[k] = _g_mse(dr[i], drdmi, unit)
+            gb[k], arg[k] = _entropy_grad(mi, mi if unit else r[i], drdmi, code, eps,
+                                          ent_scale, r_max)
+            zero += arg[k] == 0.0
+        if keep_mse:
+            g_mse[lo:lo + size] = ga
+        if keep_ent:
+            g_ent[lo:lo + size] = gb
+        bad = 0
+        if optimizer == ADAM:
+            for k in range(size):
+                i = lo + k
+                g = ga[k] + gb[k] + (g_tv[i] if has_tv else 0.0)
+                new, mom1[i], mom2[i] = _adam(m[i], g, mom1[i], mom2[i], lr, beta1, beta2,
+                                              adam_eps, c1, c2)
                 m_next[i] = new
                 bad += not _finite(new)
-        h += math.log(prod)
-        block = (s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, zero, h, bad)
-        for k in range(_NPART):
-            parts[blk, k] = block[k]
+        elif optimizer != NO_STEP:
+            for k in range(size):
+                i = lo + k
+                new = m[i] - lr * (ga[k] + gb[k] + (g_tv[i] if has_tv else 0.0))
+                m_next[i] = new
+                bad += not _finite(new)
+        parts[blk, 10] = zero
+        parts[blk, 12] = bad
+        if not log:
+            continue
+        mb = m[lo:lo + size]
+        (parts[blk, 0], parts[blk, 1], parts[blk, 2], parts[blk, 3], parts[blk, 4],
+         parts[blk, 5], parts[blk, 6], parts[blk, 7]) = _block_sums(
+            ga, gb, mb, r[lo:lo + size] if not unit else mb, unit, ca, cb, cm)
+        parts[blk, 8], parts[blk, 9] = _block_range(mb)
+        h = 0.0
+        if code == EXP:  # h(m) = min(m, log r_max)
+            for k in range(size):
+                h += min(mb[k], log_cap)
+        else:  # h(m) = log(a)
+            h = _sum_log(arg)
+        parts[blk, 11] = h
     total = np.zeros(_NPART)
     m_lo = np.inf
     m_hi = -np.inf
@@ -226,12 +309,13 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
             total[k] += parts[blk, k]
         m_lo = min(m_lo, parts[blk, 8])
         m_hi = max(m_hi, parts[blk, 9])
-    stats[0], stats[1] = _moments(ca, total[0], total[1], n)
-    stats[2], stats[3] = _moments(cb, total[2], total[3], n)
-    stats[4], var_m = _moments(cm, total[4], total[5], n)
-    stats[5] = math.sqrt(var_m)
-    stats[6] = m_lo
-    stats[7] = m_hi
-    stats[8] = total[6] / n
-    stats[9] = total[7] / n
+    if log:
+        stats[0], stats[1] = _moments(ca, total[0], total[1], n)
+        stats[2], stats[3] = _moments(cb, total[2], total[3], n)
+        stats[4], var_m = _moments(cm, total[4], total[5], n)
+        stats[5] = math.sqrt(var_m)
+        stats[6] = m_lo
+        stats[7] = m_hi
+        stats[8] = total[6] / n
+        stats[9] = total[7] / n
     return int(total[10]), total[11], int(total[12])

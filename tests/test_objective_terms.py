@@ -765,3 +765,26 @@ def test_entropy_sum_equals_the_sum_of_logarithms(scale):
             assert abs(h - want) <= 1e-12 * np.abs(np.log(arg)).sum()
         else:
             assert h == want
+
+
+@pytest.mark.parametrize("odd", [None, 0.0, 5e-320, np.inf, np.nan])
+def test_block_log_sum_and_range_match_numpy(odd):
+    # _sum_log splits normal values into exponent and mantissa; the others (zero,
+    # subnormal, infinite, NaN) take their own logarithm; _block_range keeps lanes apart
+    from specblur import objective
+
+    rng = np.random.default_rng(5)
+    for size in (1, 7, 8, 9, 1000, objective.BLOCK):
+        a = 10.0 ** rng.uniform(-30, 30, size)
+        if odd is not None:
+            a[size // 2] = odd
+        with np.errstate(divide="ignore"):
+            logs = np.log(a)
+            want = logs.sum()
+        got = objective._sum_log(a)
+        if np.isfinite(want):
+            assert abs(got - want) <= 1e-13 * np.abs(logs).sum()
+        else:
+            assert got == want or (np.isnan(want) and np.isnan(got))
+        m = rng.standard_normal(size)
+        assert objective._block_range(m) == (m.min(), m.max())

@@ -60,14 +60,20 @@ def _cache_dir_for(function):
         numba.config.CACHE_DIR = saved
 
 
-def jit(function: Callable | None = None, **options) -> Callable:
+def jit(function: Callable | None = None, *, reassociate: bool = False, **options) -> Callable:
     """``numba.njit`` with specblur's fast-math flags and its compile cache.
 
     Used bare (``@jit``) or with extra options (``@jit(inline="always")``).
+    ``reassociate=True`` adds ``reassoc``, which lets LLVM vectorise a loop's floating-point
+    sums (their rounding then depends on the compiled vector width, not on the data's
+    order alone); only for functions that are not inlined, since an inlined function
+    takes its caller's flags.
     """
+    flags = FASTMATH | {"reassoc"} if reassociate else FASTMATH
+
     def decorate(fn):
         with _cache_dir_for(fn):  # the cache locator reads CACHE_DIR when it is created
-            return numba.njit(fastmath=set(FASTMATH), cache=True, **options)(fn)
+            return numba.njit(fastmath=set(flags), cache=True, **options)(fn)
 
     return decorate(function) if function is not None else decorate
 
