@@ -76,7 +76,7 @@ def radius(m, code, project, r_max, r, drdm):
     return bad
 
 
-@parallel_jit
+@parallel_jit(reassociate=True)  # the sum vectorises
 def mse_and_grad(out, ref, scale, grad):
     """Return ``mean((out - ref)**2)`` and write ``scale * d(mean)/d(out)`` into ``grad``."""
     n = out.size
