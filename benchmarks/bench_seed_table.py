@@ -8,8 +8,14 @@ the run's wall time (fit + writing tables and audio). The kernel floor (issue 12
 public ``specblur.blur`` + ``specblur.blur_vjp`` time of one call on the sample's 257 x 501
 spectrogram (one thread, radii U(0, 2K), truncate; best of 30, timed in this process after
 the sweep) x the table's total epochs / ``--jobs``.
+
+It also times that call while ``--jobs - 1`` other processes make the same calls, as the
+sweep's workers do, and prints the floor at that speed: on a machine whose cores share
+their resources (hyperthreads of one core, or little memory bandwidth), a kernel is slower
+when the other cores are busy, and that bound holds for any sweep on ``--jobs`` workers.
 """
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +36,11 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=None)
     ap.add_argument("--sweep", default=str(ROOT / "sweeps" / "seed_table.yaml"))
+    ap.add_argument("--spin", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.spin is not None:  # a busy neighbour for the contended floor
+        spin(args.spin)
+        return
     out = args.out or tempfile.mkdtemp(prefix="specblur-bench-")
     cmd = [sys.executable, "-m", "specblur.cli", args.sweep, "--out", out, "--jobs",
            str(args.jobs), "--force"]
@@ -50,18 +60,50 @@ def main():
     print(f"\nseed table, --jobs {args.jobs}: {wall:.1f} s wall for {epochs} epochs; "
           f"fit {runs['fit_s'].sum():.1f} s, writing {runs['write_s'].sum():.1f} s (summed over "
           f"runs); median {runs['ms_per_epoch'].median():.2f} ms per epoch per worker")
+    call = kernel_call()
+    floor = call * epochs / args.jobs
+    print(f"kernel floor: {1e3 * call:.2f} ms per blur + blur_vjp at 257 x 501 x {epochs} "
+          f"epochs / {args.jobs} = {floor:.1f} s; wall / floor = {wall / floor:.2f}")
+    if args.jobs > 1:
+        env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        busy = [subprocess.Popen([sys.executable, __file__, "--spin", "20"], env=env)
+                for _ in range(args.jobs - 1)]
+        try:
+            loaded = kernel_call(warm=8.0)
+        finally:
+            for proc in busy:
+                proc.kill()
+                proc.wait()
+        floor_loaded = loaded * epochs / args.jobs
+        print(f"the same call while {args.jobs - 1} other process(es) make it: "
+              f"{1e3 * loaded:.2f} ms ({loaded / call:.2f}x); floor at that speed "
+              f"{floor_loaded:.1f} s; wall / that floor = {wall / floor_loaded:.2f}")
+    print(f"results in {out}")
+
+
+def kernel_call(warm=0.0):
+    """Best time of one public blur + blur_vjp at the sample's 257 x 501 (one thread)."""
+    call = _call()
+    time.sleep(warm)  # lets the busy neighbours start up
+    return best_of(call, 30)
+
+
+def spin(seconds):
+    """Make the calls of :func:`kernel_call` for ``seconds``."""
+    call = _call()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        call()
+
+
+def _call():
     numba.set_num_threads(1)
     spec = specblur.Spectrogram.from_audio(ROOT / "data" / "arctic_a0007.wav", sr=16000,
                                            n_fft=512, hop=128)
     X = spec.mag
     r = np.random.default_rng(0).uniform(0, 2 * X.shape[0], X.shape)
     G = np.ones_like(X)
-    call = best_of(lambda: (specblur.blur(X, r), specblur.blur_vjp(X, r, G)), 30)
-    floor = call * epochs / args.jobs
-    print(f"kernel floor: {1e3 * call:.2f} ms per blur + blur_vjp at {X.shape[0]} x "
-          f"{X.shape[1]} x {epochs} epochs / {args.jobs} = {floor:.1f} s; wall / floor = "
-          f"{wall / floor:.2f}")
-    print(f"results in {out}")
+    return lambda: (specblur.blur(X, r), specblur.blur_vjp(X, r, G))
 
 
 if __name__ == "__main__":
