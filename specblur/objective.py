@@ -149,7 +149,7 @@ def _block_sums(ga, gb, m, r, unit, ca, cb, cm):
 _LANES = 8
 
 
-@jit(reassociate=True)
+@jit
 def _block_range(m):
     """``(min, max)`` of ``m`` (non-empty), in ``_LANES`` independent running pairs."""
     lo = np.full(_LANES, np.inf)
