@@ -1,7 +1,8 @@
 """What the GE2E speaker encoder listens to: the recommended configuration on several clips.
 
     NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/speaker_findings.py \\
-        [clip.wav ...] [--sweep sweeps/speaker_faithful.yaml] [--entry 0] [--out findings.csv]
+        [clip.wav ...] [--sweep sweeps/speaker_faithful.yaml] [--entry 0] [--seed S]
+        [--out findings.csv]
 
 For each clip (default: the bundled sample and every clip of ``data/corpus/``) it fits the
 configuration of the sweep file's runs entry ``--entry`` (merged over ``base``; entry 0 is
@@ -92,12 +93,16 @@ def main():
     ap.add_argument("--sweep", type=Path, default=ROOT / "sweeps" / "speaker_faithful.yaml")
     ap.add_argument("--entry", type=int, default=0, help="which runs entry (0: the recommendation)")
     ap.add_argument("--radii", type=float, nargs="+", default=[16, 64])
+    ap.add_argument("--seed", type=int, default=None,
+                    help="the fit's seed (multi-scale draws) and the test's; default the sweep's")
     ap.add_argument("--out", type=Path, help="also write the rows as CSV (<out> and <out>.segments.csv)")
     args = ap.parse_args()
     clips = args.clips or [ROOT / "data" / "arctic_a0007.wav",
                            *sorted((ROOT / "data" / "corpus").glob("*.wav"))]
     sweep = load_sweep(args.sweep)
     settings = dict(sweep.runs[args.entry].settings)
+    if args.seed is not None:
+        settings["seed"] = args.seed
     print("configuration:", ", ".join(f"{k}={v}" for k, v in settings.items()
                                       if k not in ("log_every", "snapshot_every")))
     ratio_rows, seg_frames = [], []

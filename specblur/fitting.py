@@ -1,6 +1,7 @@
 """Learning the radius field: ``specblur.fit`` (SPEC §7)."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
@@ -70,8 +71,10 @@ def fit(X, *, sr: int = SR, device: str = "cpu", callback: Optional[Callable[[in
         ``eps``, ``mode`` (truncate | conserve | renormalize), ``param`` (raw | relu |
         softplus | exp),
         ``optimizer`` (sgd | adam), ``lr``, ``beta1``, ``beta2``, ``adam_eps``, ``epochs``,
-        ``log_every``, ``snapshot_every``, ``model`` and ``seed``. Unset keys take the
-        defaults of ``specblur.settings.SETTINGS``.
+        ``log_every``, ``snapshot_every``, ``model`` and ``seed``; and SPEC §9's ``r_max``,
+        ``tv``, ``tv_delta``, ``mse_norm``, ``scale_min`` and ``scale_p`` (multi-scale
+        training, whose draws come from ``seed``). Unset keys take the defaults of
+        ``specblur.settings.SETTINGS``.
 
     Returns
     -------
@@ -178,6 +181,9 @@ def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = 
 def _lockstep(items, device):
     """The lockstep driver of ``device``: :class:`_Lockstep`, or the GPU's for ``"cuda"``."""
     if device == "cuda":
+        if any(item.cfg.scale_min is not None for item in items):
+            raise SpecblurError("scale_min (multi-scale training) runs on the CPU only; "
+                                "use device 'cpu' for it")
         from ._cuda_lockstep import CudaLockstep
 
         return CudaLockstep(items, _Descent)
@@ -210,6 +216,8 @@ def _prepare(X, settings, sr, models):
         settings = {**settings, "m_init": None}
     cfg = resolve(settings, where="fit", m_init_field=field_init)
     r_max = resolved_r_max(cfg, X.shape[0])
+    if cfg.scale_min is not None and cfg.scale_min > r_max:
+        raise SpecblurError(f"scale_min must not exceed r_max = {r_max:g}, got {cfg.scale_min}")
     r0 = _check_field(r0, X.shape, cfg.param_kind, r_max) if field_init else cfg.m_init
     if not field_init:
         check_m_init(r0, cfg.param_kind, r_max, "fit")
@@ -284,6 +292,9 @@ class _Descent:
                 raise SpecblurError("mse_norm 'ref' divides by mean(Φ(X)²), which is 0 here")
             self.norm = 1.0 / power
         self.tv = cfg.tv
+        # multi-scale training (SPEC §9.6): each epoch blurs with r**exponent
+        self.scales = None if cfg.scale_min is None else np.random.default_rng(cfg.seed)
+        self.exponent = 1.0
         self.x_total = float(X.sum())
         self.adam = cfg.optimizer == "adam"
         self.rows, self.snapshots, self.status = [], {}, "done"
@@ -309,6 +320,8 @@ class _Descent:
         else:
             self.g_tv = np.empty(0)
         self.stats = np.empty(len(STATS))
+        if self.scales is not None:
+            self.r_scaled, self.dr_scaled = np.empty_like(X), np.empty_like(X)
         if self.adam:
             self.mom1, self.mom2 = np.zeros_like(X), np.zeros_like(X)
 
@@ -320,14 +333,41 @@ class _Descent:
                 n % cfg.log_every == 0 or last,
                 n > 0 and (n % cfg.snapshot_every == 0 or last))
 
-    def start(self, project):
-        """Prepare the radius of the current state; False if ``m`` or ``r`` is not finite."""
+    def start(self, project, full=False):
+        """Prepare the radius of the current state; False if ``m`` or ``r`` is not finite.
+
+        With multi-scale training it also draws this epoch's exponent (:meth:`_draw`); an
+        epoch with ``full`` (one that takes a snapshot, or the last) blurs with ``r`` itself.
+        """
         # raw and relu use m as the radius; the last step already counted non-finite m
         if project or not self.param.radius_is_m or not self.m_finite:
             if objective.radius(_f(self.m), self.code, project, self.r_max, _f(self.r),
                                 _f(self.drdm)):
                 return False
+        if self.scales is not None:
+            self.exponent = self._draw(full)
+            if self.exponent != 1.0:
+                np.power(self.r, self.exponent, out=self.r_scaled)
         return True
+
+    def _draw(self, full):
+        """The exponent ``e`` of this epoch's radii ``r**e`` (SPEC §9.6).
+
+        Two uniform draws per epoch, used or not, so the sequence does not depend on which
+        epochs are ``full``: with probability ``scale_p`` the run's own radii (``e = 1``),
+        else ``e = log ρ / log r_max`` for ``ρ`` log-uniform in ``[scale_min, r_max]``, which
+        maps 1 to 1 and ``r_max`` to ``ρ`` and keeps the order of the radii.
+        """
+        u, v = self.scales.random(2)
+        if full or u < self.cfg.scale_p:
+            return 1.0
+        lo, hi = math.log(self.cfg.scale_min), math.log(self.r_max)
+        return (lo + v * (hi - lo)) / hi
+
+    @property
+    def r_blur(self):
+        """The radii this epoch blurs with: ``r``, or ``r**e`` in multi-scale training."""
+        return self.r if self.exponent == 1.0 else self.r_scaled
 
     def score(self, out):
         """The MSE of model output ``out`` (and the TV term) and ``g_out``; False if not finite."""
@@ -353,6 +393,11 @@ class _Descent:
         """
         f, cfg = _f, self.cfg
         unit = self.param.radius_is_m
+        if self.exponent != 1.0:  # dD/dr = dD/dr_blur e r**(e - 1) = dD/dr_blur e r_blur / r
+            np.multiply(dr, self.r_scaled, out=self.dr_scaled)
+            self.dr_scaled *= self.exponent
+            self.dr_scaled /= self.r
+            dr = self.dr_scaled
         g_mse = dr if unit else self.g_mse  # dr/dm = 1 for raw and relu
         # gradient parts, entropy, statistics of this state and the update into m_next
         none = self.nothing
@@ -394,7 +439,7 @@ class _Descent:
             return False
         values, snap = state
         if logged:
-            self.rows.append((n, *values, seconds))
+            self.rows.append((n, *values, self.exponent, seconds))
         if snap is not None:
             self.snapshots[n] = snap
         return True
@@ -475,10 +520,10 @@ class _Lockstep:
         for mode, lo, group in self._spans():
             hi = lo + len(group)
             if len(group) == 1 and group[0].T == self.T:  # no copy for a lone run
-                R = group[0].r[None]
+                R = group[0].r_blur[None]
             else:
                 for run in group:
-                    self.R[run.slot, :, :run.T] = run.r
+                    self.R[run.slot, :, :run.T] = run.r_blur
                     self.filled[run] = run.slot
                 R = self.R[lo:hi]
             self.kernels.blur_forward(self.X_dev[lo:hi], self.send(R), mode, self.Y[lo:hi])
@@ -489,11 +534,11 @@ class _Lockstep:
             hi = lo + len(group)
             if len(group) == 1 and group[0].T == self.T:
                 run = group[0]
-                R, G = run.r[None], np.ascontiguousarray(grads[run], dtype=np.float64)[None]
+                R, G = run.r_blur[None], np.ascontiguousarray(grads[run], dtype=np.float64)[None]
             else:
                 for run in group:
                     if self.filled.get(run) != run.slot:  # moved since the forward pass
-                        self.R[run.slot, :, :run.T] = run.r
+                        self.R[run.slot, :, :run.T] = run.r_blur
                     self.G[run.slot, :, :run.T] = grads[run]
                 R, G = self.R[lo:hi], self.G[lo:hi]
             self.kernels.blur_backward(self.X_dev[lo:hi], self.send(R), self.send(G), mode,
@@ -513,7 +558,8 @@ class _Lockstep:
         with np.errstate(all="ignore"):
             while active:
                 plans = {run: run.plan(n) for run in active}
-                for run in [run for run in active if not run.start(plans[run][1])]:
+                for run in [run for run in active
+                            if not run.start(plans[run][1], plans[run][0] or plans[run][4])]:
                     end(run)
                 Y = self._forward()
                 views = {run: Y[run.slot, :, :run.T] for run in active}

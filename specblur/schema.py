@@ -36,7 +36,10 @@ STATS = ("gmse_mean", "gmse_var", "gent_mean", "gent_var", "m_mean", "m_std", "m
 TV_COLUMNS = ("tv", "gtv_mean", "gtv_var")
 #: The values of one history row besides ``epoch`` and ``seconds``.
 METRICS = ("loss", "mse", "entropy", *STATS, "energy_ratio", *TV_COLUMNS)
-HISTORY_COLUMNS = ("epoch", *METRICS, "seconds")
+#: Multi-scale training (SPEC §9.6): the exponent ``e`` of the radii ``r**e`` the epoch
+#: blurred with (1: the run's own radii); ``mse`` and ``loss`` are at that scale.
+SCALE_COLUMN = "blur_exponent"
+HISTORY_COLUMNS = ("epoch", *METRICS, SCALE_COLUMN, "seconds")
 
 # --- snapshots ----------------------------------------------------------------------------
 OUTPUT_COLUMNS = ("dim", "mean", "std", "q05", "q50", "q95")

@@ -29,7 +29,7 @@ OPTIMIZERS = ("sgd", "adam")
 MSE_NORM = ("none", "ref")
 #: Settings added after the first release (SPEC §9). At their defaults they are left out of
 #: the run id (:func:`specblur.sweep.config.make_run_id`), so older sweeps keep their ids.
-ID_NEUTRAL = ("r_max", "tv", "tv_delta", "mse_norm")
+ID_NEUTRAL = ("r_max", "tv", "tv_delta", "mse_norm", "scale_min", "scale_p")
 
 
 class Param(enum.IntEnum):
@@ -80,7 +80,8 @@ class Settings(Mapping):
     ``snapshot_every`` is None only before resolution (it then defaults to ``epochs``);
     ``m_init`` is None in a :class:`~specblur.FitResult` whose initial radius was a field.
     ``r_max`` None means: no cap for softplus and exp, and ``4 K`` for sigmoid (resolved
-    by :func:`specblur.fit`, which knows K).
+    by :func:`specblur.fit`, which knows K). ``scale_min`` None means no multi-scale
+    training (SPEC §9.6).
     """
 
     m_init: Optional[float] = _setting(1.0, float)
@@ -102,6 +103,8 @@ class Settings(Mapping):
     tv: float = _setting(0.0, float, low=0.0)
     tv_delta: float = _setting(1e-2, float)
     mse_norm: str = _setting("none", MSE_NORM)
+    scale_min: Optional[float] = _setting(None, float)
+    scale_p: float = _setting(0.5, float)
     model: dict = _setting({"kind": "identity"}, dict)
     seed: int = _setting(0, int, low=0, high=2 ** 32)
 
@@ -210,7 +213,28 @@ def resolve(settings: Mapping, where: str = "settings", *, m_init_field: bool = 
     if out["tv_delta"] <= 0:
         raise SpecblurError(f"{where}: tv_delta must be positive, got {out['tv_delta']}")
     _check_r_max(out, where)
+    _check_scales(out, where)
     return Settings(**out)
+
+
+def _check_scales(out: dict, where: str) -> None:
+    """Multi-scale training (SPEC §9.6) needs a bounded radius and ``scale_min > 1``."""
+    if not 0.0 <= out["scale_p"] <= 1.0:
+        raise SpecblurError(f"{where}: scale_p must be in [0, 1], got {out['scale_p']}")
+    lo = out["scale_min"]
+    if lo is None:
+        return
+    param = Param.of(out["param"])
+    if not lo > 1:
+        raise SpecblurError(f"{where}: scale_min must be > 1, got {lo}")
+    if param is not Param.SIGMOID and out["r_max"] is None:
+        raise SpecblurError(f"{where}: scale_min (multi-scale training) needs a bounded "
+                            f"radius: param 'sigmoid', or 'softplus' or 'exp' with r_max; "
+                            f"got param {out['param']!r}"
+                            + (" without r_max" if param.takes_r_max else ""))
+    if out["r_max"] is not None and lo > out["r_max"]:
+        raise SpecblurError(f"{where}: scale_min must not exceed r_max = {out['r_max']:g}, "
+                            f"got {lo}")
 
 
 def _check_r_max(out: dict, where: str) -> None:

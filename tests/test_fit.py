@@ -23,7 +23,7 @@ MODES = ("truncate", "conserve")
 HISTORY_COLUMNS = [
     "epoch", "loss", "mse", "entropy", "gmse_mean", "gmse_var", "gent_mean", "gent_var",
     "m_mean", "m_std", "m_min", "m_max", "frac_identity", "frac_negative", "energy_ratio",
-    "tv", "gtv_mean", "gtv_var", "seconds",
+    "tv", "gtv_mean", "gtv_var", "blur_exponent", "seconds",
 ]
 OUTPUT_COLUMNS = ["dim", "mean", "std", "q05", "q50", "q95"]
 LOGMEL = {"kind": "logmel", "n_mels": 4, "eps": 1e-3}

@@ -34,9 +34,9 @@ IDENTITY = {"kind": "identity"}
 HISTORY_COLUMNS = [
     "epoch", "loss", "mse", "entropy", "gmse_mean", "gmse_var", "gent_mean", "gent_var",
     "m_mean", "m_std", "m_min", "m_max", "frac_identity", "frac_negative", "energy_ratio",
-    "tv", "gtv_mean", "gtv_var", "seconds",
+    "tv", "gtv_mean", "gtv_var", "blur_exponent", "seconds",
 ]
-NEW_KEYS = ("r_max", "tv", "tv_delta", "mse_norm")
+NEW_KEYS = ("r_max", "tv", "tv_delta", "mse_norm", "scale_min", "scale_p")
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Multi-scale training (SPEC §9.6): each epoch blurs with ``r**e`` at a random scale."""
+import math
+
+import numpy as np
+import pytest
+
+import specblur
+from specblur.errors import SpecblurError
+
+R_MAX = 24.0
+BASE = dict(param="sigmoid", r_max=R_MAX, m_init=3.0, lam=50.0, lambda_on="mse",
+            mode="conserve", optimizer="sgd", lr=0.5, model={"kind": "identity"},
+            scale_min=2.0, scale_p=0.0)
+
+
+def spectrogram(seed=0, K=20, T=9):
+    return np.random.default_rng(seed).random((K, T)) ** 2 + 0.01
+
+
+def exponents(seed, epochs, p, lo=2.0, r_max=R_MAX):
+    """The exponents a run draws (two uniforms per epoch), before any forced full scale."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(epochs + 1):
+        u, v = rng.random(2)
+        out.append(1.0 if u < p else (math.log(lo) + v * (math.log(r_max) - math.log(lo)))
+                   / math.log(r_max))
+    return out
+
+
+def sigmoid_radius(m):
+    s = 1.0 / (1.0 + np.exp(-m))
+    return 1.0 + (R_MAX - 1.0) * s, (R_MAX - 1.0) * s * (1.0 - s)
+
+
+def reference_step(X, m, e, settings):
+    """One SGD step of λ D(blur(X, r**e)) - Σ log(r + eps), written with the public API."""
+    r, drdm = sigmoid_radius(m)
+    rb = r ** e
+    Y = specblur.blur(X, rb, mode=settings["mode"])
+    G = 2.0 * settings["lam"] * (Y - X) / X.size
+    _, dr_blur = specblur.blur_vjp(X, rb, G, mode=settings["mode"])
+    dr = dr_blur * e * r ** (e - 1.0)
+    g = dr * drdm - drdm / (r + 1e-8)
+    return m - settings["lr"] * g
+
+
+def test_first_updates_follow_the_chain_rule_through_r_to_the_e():
+    X = spectrogram()
+    res = specblur.fit(X, epochs=3, **BASE)
+    es = exponents(0, 3, 0.0)
+    m = np.full(X.shape, np.log((3.0 - 1.0) / (R_MAX - 3.0)))
+    for n in range(3):
+        m = reference_step(X, m, es[n], BASE)
+    np.testing.assert_allclose(res.m, m, rtol=1e-10, atol=1e-12)
+    hist = res.history.set_index("epoch")
+    np.testing.assert_allclose(hist.loc[[0, 1, 2], "blur_exponent"], es[:3], rtol=1e-15)
+    assert hist.loc[3, "blur_exponent"] == 1.0  # the last row is at the run's own radii
+    assert all(0.0 < e < 1.0 for e in es[:3])
+
+
+def test_scaled_radius_gradient_matches_finite_differences():
+    # D(r) = mean((blur(X, r**e) - X)**2): the chain factor e r**(e-1) against central
+    # differences, at radii whose powers stay away from the blur's kinks (integers)
+    X = spectrogram(3, K=16, T=4)
+    rng = np.random.default_rng(1)
+    e = 0.6
+    r = rng.uniform(2.0, 9.0, X.shape)
+    r = np.where(np.abs(r ** e - np.round(r ** e)) < 0.05, r + 0.3, r)
+
+    def D(radii):
+        return np.mean((specblur.blur(X, radii ** e, mode="conserve") - X) ** 2)
+
+    Y = specblur.blur(X, r ** e, mode="conserve")
+    _, dr_blur = specblur.blur_vjp(X, r ** e, 2.0 * (Y - X) / X.size, mode="conserve")
+    analytic = dr_blur * e * r ** (e - 1.0)
+    h = 1e-6
+    for k, t in [(3, 0), (8, 2), (12, 3), (0, 1)]:
+        up, down = r.copy(), r.copy()
+        up[k, t] += h
+        down[k, t] -= h
+        numeric = (D(up) - D(down)) / (2 * h)
+        assert numeric == pytest.approx(analytic[k, t], rel=1e-5, abs=1e-12)
+
+
+def test_scale_p_and_full_scale_epochs():
+    X = spectrogram(1)
+    res = specblur.fit(X, epochs=400, snapshot_every=100, **dict(BASE, scale_p=0.3, lr=0.05))
+    hist = res.history.set_index("epoch")["blur_exponent"]
+    full = (hist[hist.index < 400] == 1.0).mean()
+    assert 0.2 < full < 0.4  # P(e = 1) = scale_p, plus the forced snapshot epochs
+    assert (hist.loc[[100, 200, 300, 400]] == 1.0).all()
+    assert ((hist > math.log(2.0) / math.log(R_MAX) - 1e-12) & (hist <= 1.0)).all()
+    # off: every epoch at the run's own radii
+    plain = specblur.fit(X, epochs=5, **dict(BASE, scale_min=None))
+    assert (plain.history["blur_exponent"] == 1.0).all()
+
+
+def test_batched_multiscale_runs_equal_separate_fits():
+    X1, X2 = spectrogram(4), spectrogram(5, T=6)
+    runs = [dict(BASE, epochs=6, scale_p=0.5, seed=s) for s in (0, 7)]
+    batch = specblur.fit_batch([X1, X2], runs)
+    for X, settings, res in zip((X1, X2), runs, batch):
+        alone = specblur.fit(X, **settings)
+        np.testing.assert_allclose(res.m, alone.m, rtol=1e-9, atol=1e-12)
+        assert res.history["blur_exponent"].tolist() == alone.history["blur_exponent"].tolist()
+    assert batch[0].history["blur_exponent"].tolist() != batch[1].history["blur_exponent"].tolist()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"param": "raw", "r_max": None, "m_init": 2.0}, "needs a bounded radius"),
+    ({"param": "exp", "r_max": None}, "without r_max"),
+    ({"scale_min": 1.0}, "scale_min must be > 1"),
+    ({"scale_min": 30.0}, "must not exceed r_max"),
+    ({"scale_p": 1.5}, "scale_p must be in [0, 1]"),
+])
+def test_bad_multiscale_settings_are_refused(changes, message):
+    with pytest.raises(SpecblurError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        specblur.fit(spectrogram(), epochs=2, **dict(BASE, **changes))
+
+
+def test_sigmoid_default_bound_is_checked_in_fit():
+    # r_max unset: sigmoid's bound is 4 K = 80 here, known only in fit
+    settings = dict(BASE, r_max=None, scale_min=100.0)
+    with pytest.raises(SpecblurError, match="must not exceed r_max = 80"):
+        specblur.fit(spectrogram(), epochs=2, **settings)
+
+
+def test_multiscale_is_refused_on_cuda():
+    with pytest.raises(SpecblurError, match="CPU only"):
+        specblur.fit(spectrogram(), epochs=2, device="cuda", **BASE)
