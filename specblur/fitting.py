@@ -394,9 +394,9 @@ class _Descent:
         f, cfg = _f, self.cfg
         unit = self.param.radius_is_m
         if self.exponent != 1.0:  # dD/dr = dD/dr_blur e r**(e - 1) = dD/dr_blur e r_blur / r
-            np.multiply(dr, self.r_scaled, out=self.dr_scaled)
+            np.multiply(dr, self.r_scaled, out=self.dr_scaled)  # 0 where r <= 1 (no blur)
+            np.divide(self.dr_scaled, self.r, out=self.dr_scaled, where=self.r > 1.0)
             self.dr_scaled *= self.exponent
-            self.dr_scaled /= self.r
             dr = self.dr_scaled
         g_mse = dr if unit else self.g_mse  # dr/dm = 1 for raw and relu
         # gradient parts, entropy, statistics of this state and the update into m_next

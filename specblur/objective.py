@@ -170,8 +170,11 @@ def _block_range(m):
 
 _MANTISSA = 0x000FFFFFFFFFFFFF
 _ONE_BITS = 0x3FF0000000000000  # the bits of 1.0
+_HALF_BITS = 0x3FE0000000000000  # the bits of 0.5
+_SQRT2_MANTISSA = 0x6A09E667F3BCD  # mantissa bits of sqrt(2)
 _EXP_MASK = 0x7FF
-# mantissas in [1, 2) multiplied before one logarithm: their product stays below 2**512
+# mantissas in [sqrt(1/2), sqrt(2)) multiplied before one logarithm: their product stays
+# within 2**(+-256)
 _PRODUCT_RUN = 512
 
 
@@ -179,9 +182,11 @@ _PRODUCT_RUN = 512
 def _sum_log(a):
     """``sum(log(a))`` for ``a >= 0`` (or NaN), with few logarithms and vectorised loops.
 
-    A positive normal ``a`` is ``mantissa * 2**e``: the exponents are summed as integers
-    and the mantissas multiplied in runs of ``_PRODUCT_RUN``, one logarithm per run. Zero,
-    subnormal, infinite and NaN values take ``_bin_log`` one by one (``log(0) = -inf``).
+    A positive normal ``a`` is ``mantissa * 2**e`` with the mantissa in ``[sqrt(1/2),
+    sqrt(2))``, so that values near 1 keep ``e = 0`` and their logarithm does not cancel:
+    the exponents are summed as integers and the mantissas multiplied in runs of
+    ``_PRODUCT_RUN``, one logarithm per run. Zero, subnormal, infinite and NaN values take
+    ``_bin_log`` one by one (``log(0) = -inf``).
     """
     bits = a.view(np.int64)
     mantissas = np.empty(a.size, np.int64)
@@ -191,8 +196,11 @@ def _sum_log(a):
         b = bits[k]
         e = (b >> 52) & _EXP_MASK
         normal = (e != 0) & (e != _EXP_MASK) & (b > 0)
-        mantissas[k] = ((b & _MANTISSA) | _ONE_BITS) if normal else _ONE_BITS
-        exponents += (e - 1023) if normal else 0
+        fraction = b & _MANTISSA
+        high = fraction >= _SQRT2_MANTISSA  # the mantissa is halved, the exponent raised
+        mantissas[k] = (fraction | (_HALF_BITS if high else _ONE_BITS)) if normal \
+            else _ONE_BITS
+        exponents += (e - 1023 + (1 if high else 0)) if normal else 0
         odd += not normal
     factors = mantissas.view(np.float64)
     h = exponents * math.log(2.0)
@@ -225,8 +233,8 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     dh/dm`` (SPEC §7's table), written into ``g_mse`` and ``g_ent`` only where those are not
     empty (snapshots); only if ``log``, the history statistics of this state into ``stats``
     (the names of ``schema.STATS``; population variances from sums taken around the first
-    bin's values, accurate when a mean is large against the spread) and ``sum h(m)`` (a
-    logarithm per bin); and the ``sgd`` or ``adam`` update (``optimizer``, ``step`` counting
+    bin's values, accurate when a mean is large against the spread) and ``sum h(m)``
+    (:func:`_sum_log`); and the ``sgd`` or ``adam`` update (``optimizer``, ``step`` counting
     from 1; ``NO_STEP`` for none) of the state, written into ``m_next``, so that ``m`` is
     still the state if the caller rejects the epoch. Adam updates ``mom1``, ``mom2`` in place.
 
@@ -235,8 +243,8 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     the update, and on logged epochs the statistics and the entropy.
 
     Returns ``(zero, H, bad)``: the number of bins whose entropy term is ``log(0) = -inf``
-    (possible only with ``eps = 0``), ``sum h(m)`` (0 unless ``log``) and the number of
-    non-finite new values of ``m``.
+    (possible only with ``eps = 0``), ``sum h(m)`` (0 unless ``log``; :func:`_sum_log`) and
+    the number of non-finite new values of ``m``.
     """
     n = m.size
     unit = code == RAW or code == RELU

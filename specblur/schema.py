@@ -37,7 +37,8 @@ TV_COLUMNS = ("tv", "gtv_mean", "gtv_var")
 #: The values of one history row besides ``epoch`` and ``seconds``.
 METRICS = ("loss", "mse", "entropy", *STATS, "energy_ratio", *TV_COLUMNS)
 #: Multi-scale training (SPEC §9.6): the exponent ``e`` of the radii ``r**e`` the epoch
-#: blurred with (1: the run's own radii); ``mse`` and ``loss`` are at that scale.
+#: blurred with (1: the run's own radii); ``loss``, ``mse``, ``gmse_mean``, ``gmse_var``
+#: and ``energy_ratio`` are at that scale.
 SCALE_COLUMN = "blur_exponent"
 HISTORY_COLUMNS = ("epoch", *METRICS, SCALE_COLUMN, "seconds")
 

@@ -129,3 +129,38 @@ def test_sigmoid_default_bound_is_checked_in_fit():
 def test_multiscale_is_refused_on_cuda():
     with pytest.raises(SpecblurError, match="CPU only"):
         specblur.fit(spectrogram(), epochs=2, device="cuda", **BASE)
+
+
+def test_sweep_files_check_multiscale_before_any_run(tmp_path):
+    import soundfile as sf
+
+    from specblur.sweep.config import load_sweep
+    from specblur.sweep.runner import run_sweep
+
+    sr = 8000
+    t = np.arange(sr // 2) / sr
+    sf.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 440 * t), sr)
+    text = ("name: ms\ninput: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32}\n"
+            "base: {param: sigmoid, m_init: 2.0, epochs: 2, scale_min: %s}\nruns: [{}]\n")
+    (tmp_path / "big.yaml").write_text(text % "200")  # K = 33: sigmoid's bound is 132
+    with pytest.raises(SpecblurError, match="scale_min must not exceed r_max = 132"):
+        load_sweep(tmp_path / "big.yaml")
+    (tmp_path / "ok.yaml").write_text(text % "4")
+    with pytest.raises(SpecblurError, match="CPU only"):
+        run_sweep(load_sweep(tmp_path / "ok.yaml"), out=tmp_path / "out", device="cuda")
+    assert not (tmp_path / "out").exists()
+
+
+def test_scale_p_alone_does_not_change_the_run_id():
+    import hashlib
+
+    from specblur.settings import resolve
+    from specblur.sweep.config import make_run_id
+
+    sha = hashlib.sha256(b"x").hexdigest()
+    inp = {"sr": 16000, "n_fft": 512, "hop": 128}
+    plain = make_run_id(resolve({}), sha, inp)
+    assert make_run_id(resolve({"scale_p": 0.2}), sha, inp) == plain
+    on = dict(param="sigmoid", m_init=2.0, scale_min=4.0)
+    assert make_run_id(resolve(dict(on, scale_p=0.2)), sha, inp) != \
+        make_run_id(resolve(on), sha, inp) != plain

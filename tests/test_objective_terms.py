@@ -19,6 +19,8 @@ import re
 import textwrap
 import zlib
 
+import math
+
 import numpy as np
 import pytest
 
@@ -788,3 +790,16 @@ def test_block_log_sum_and_range_match_numpy(odd):
             assert got == want or (np.isnan(want) and np.isnan(got))
         m = rng.standard_normal(size)
         assert objective._block_range(m) == (m.min(), m.max())
+
+
+def test_block_log_sum_keeps_values_near_one_accurate():
+    # values just below and above 1 (relu or raw with |m| + eps near 1) must not lose
+    # their small logarithms to a cancelling exponent and mantissa
+    from specblur import objective
+
+    rng = np.random.default_rng(8)
+    for a in (1.0 - rng.uniform(0, 1e-6, 4096), 1.0 + rng.uniform(0, 1e-6, 4096),
+              np.full(100, 1.0 - 1e-10)):
+        want = math.fsum(np.log(a))
+        assert abs(objective._sum_log(a) - want) <= 1e-15 * a.size
+        assert abs(objective._sum_log(a) - want) <= 1e-6 * abs(want)

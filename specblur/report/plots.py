@@ -35,7 +35,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import SpecblurError
-from ..schema import RUN_COLUMNS
+from ..schema import RUN_COLUMNS, SCALE_COLUMN
 from ..sweep.results import field_array
 
 __all__ = [
@@ -181,7 +181,9 @@ def plot_loss_parts(history: pd.DataFrame, run: Mapping | None = None, ax: Axes 
     """
     ax = _new_axes(ax)
     h = _finite_history(history)
-    ax.plot(h["epoch"], h["mse"], color=MSE_COLOUR, label="D (MSE)")
+    # with multi-scale training (SPEC §9.6) only rows at the run's own radii show its D
+    full = h[h[SCALE_COLUMN] == 1.0] if SCALE_COLUMN in h else h
+    ax.plot(full["epoch"], full["mse"], color=MSE_COLOUR, label="D (MSE)")
     ax.set_xlabel("epoch (updates)")
     ax.set_ylabel("D = MSE of Φ(Y) − Φ(X)", color=MSE_COLOUR)
     ax.tick_params(axis="y", colors=MSE_COLOUR)

@@ -211,9 +211,12 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
                 settings = resolve(merged, where=_origin(where, raw, i, point))
                 check_model_input(settings.model, sr=inp["sr"], n_fft=inp["n_fft"],
                                   hop=inp["hop"], where=f"{where}: runs[{i}]")
-                check_m_init(settings.m_init, settings.param_kind,
-                             resolved_r_max(settings, inp["n_fft"] // 2 + 1),
+                r_max = resolved_r_max(settings, inp["n_fft"] // 2 + 1)
+                check_m_init(settings.m_init, settings.param_kind, r_max,
                              _origin(where, raw, i, point))
+                if settings.scale_min is not None and settings.scale_min > r_max:
+                    raise SpecblurError(f"{_origin(where, raw, i, point)}: scale_min must not "
+                                        f"exceed r_max = {r_max:g}, got {settings.scale_min}")
                 for source in inputs:  # each input x each settings point is one run
                     run_id = make_run_id(settings, source.sha256, source.settings)
                     if run_id not in seen:
@@ -246,7 +249,8 @@ def make_run_id(settings: Mapping, input_sha256: str, input_settings: dict) -> s
            if k not in ("audio", "spectrogram", "segments")}
     # settings added after the first release count only when they differ from their default
     settings = {k: v for k, v in settings.items()
-                if not (k in ID_NEUTRAL and v == SETTINGS[k][1])}
+                if not (k in ID_NEUTRAL and v == SETTINGS[k][1])
+                and not (k == "scale_p" and settings.get("scale_min") is None)}
     blob = json.dumps([settings, input_sha256, inp], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

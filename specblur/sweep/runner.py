@@ -187,6 +187,9 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
     """
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise SpecblurError(f"batch must be a positive integer or None, got {batch!r}")
+    if device == "cuda" and any(run.settings.scale_min is not None for run in sweep.runs):
+        raise SpecblurError(f"{sweep.path.name}: scale_min (multi-scale training) runs on the "
+                            "CPU only; run this sweep with --device cpu")
     folder = Path(out) / sweep.name
     # each input once, in this process; this checks them before anything is written
     specs = {inp.name: load_input(inp.settings) for inp in sweep.inputs}
