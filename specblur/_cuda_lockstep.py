@@ -103,7 +103,7 @@ class CudaLockstep:
         self.moving = [self.X, self.M, self.M_next, self.R, self.DRDM] + (
             [self.mom1, self.mom2] if adam else [])
         self.table, self.state = cuda.to_device(self.table_h), cuda.to_device(self.state_h)
-        self.calls = {}  # model calls' buffers, by the runs and slots they serve
+        self.calls = None  # (call, its runs) per model call; rebuilt when runs leave
 
     # --- the epochs ------------------------------------------------------------------
 
@@ -151,16 +151,14 @@ class CudaLockstep:
     def _forward(self, n, active):
         """Call each model once per group of its runs (``fitting._model_forward``) and
         score the outputs; returns what :meth:`_vjp` needs."""
-        groups = {}
-        for run in active:
-            groups.setdefault(call_key(run.model, run.T, id(run)), []).append(run)
+        if self.calls is None:  # the runs and their slots change only in _sync
+            groups = {}
+            for run in active:
+                groups.setdefault(call_key(run.model, run.T, id(run)), []).append(run)
+            self.calls = [(_Call(self, group), group) for group in
+                          (sorted(group, key=lambda run: run.slot) for group in groups.values())]
         calls = []
-        for group in groups.values():
-            group.sort(key=lambda run: run.slot)
-            key = tuple((id(run), run.slot) for run in group)
-            call = self.calls.get(key)
-            if call is None:
-                call = self.calls[key] = _Call(self, group)
+        for call, group in self.calls:
             Y = call.input(self)
             model = self.models[id(group[0].model)]
             out = model.forward(Y) if call.lengths is None else \
@@ -169,8 +167,6 @@ class CudaLockstep:
             if out.shape != call.ref.shape:
                 raise SpecblurError(f"the model's output has shape {tuple(out.shape)}, its "
                                     f"reference {tuple(call.ref.shape)}")
-            if call.g_out is None:
-                call.g_out = self.cuda.device_array(call.ref.shape)
             self.k.mse(n, out, call.ref, call.g_out, call.slots, self.table, self.state)
             for i, run in enumerate(group):
                 run.out = out[i]  # for a snapshot at this epoch
@@ -207,7 +203,7 @@ class CudaLockstep:
         k = self.k
         state = self.state.copy_to_host()  # waits for the epoch's kernels
         seconds = time.perf_counter() - start
-        ended = []
+        ended, final = [], {}
         for run in list(active):
             row = state[run.slot]
             if row[k.S_DEAD] >= 0:  # it died at that epoch: a row of NaN there
@@ -220,14 +216,16 @@ class CudaLockstep:
             run.record(n, (values, snap), seconds, log)
             if last:
                 ended.append(run)
+                if snap is not None:  # the final fields, already on the host
+                    final[run] = snap["m"], snap["r"]
         if not ended:
             return
         for run in ended:
-            run.m, run.r = self._field(self.M, run), self._field(self.R, run)
+            run.m, run.r = final.get(run) or (self._field(self.M, run), self._field(self.R, run))
             active.remove(run)
             self._leave(run, state)
         self.nslots = max((run.slot for run in active), default=-1) + 1
-        self.calls = {}
+        self.calls = None
         self.state.copy_to_device(state)
         self.table.copy_to_device(self.table_h)
 
@@ -269,9 +267,9 @@ class _Call:
     def __init__(self, driver, group):
         cuda = driver.cuda
         self.batch = len(group) > 1
-        self.T = max(run.T for run in group)
+        T = max(run.T for run in group)
         lengths = [run.T for run in group]
-        self.lengths = lengths if min(lengths) < self.T else None
+        self.lengths = lengths if min(lengths) < T else None
         slots = [run.slot for run in group]
         self.slots = cuda.to_device(np.array(slots, dtype=np.int64))
         self.lengths_dev = cuda.to_device(np.array(lengths, dtype=np.int64))
@@ -280,14 +278,14 @@ class _Call:
         self.view = (slots[0], slots[0] + len(slots)) if full and \
             slots == list(range(slots[0], slots[0] + len(slots))) else None
         K = driver.Y.shape[1]
-        self.buffer = None if self.view else cuda.device_array((len(group), K, self.T))
+        self.buffer = None if self.view else cuda.device_array((len(group), K, T))
         try:
             ref = np.stack([run.ref for run in group])
         except ValueError:
             raise SpecblurError("runs called together must have model outputs of one shape, "
                                 f"got {[run.ref.shape for run in group]}") from None
         self.ref = cuda.to_device(ref)
-        self.g_out = None
+        self.g_out = cuda.device_array(ref.shape)
 
     def input(self, driver):
         """The model's input this epoch: ``(G, K, T)`` for a batch, ``(K, T)`` for one run."""
@@ -304,8 +302,6 @@ class _HostModel:
 
     def __init__(self, model, cuda):
         self.model, self.cuda = model, cuda
-        self.supports_batch = getattr(model, "supports_batch", False) is True
-        self.supports_lengths = getattr(model, "supports_lengths", False) is True
         self._copies = {}  # id of a forward's device input -> (the input, its host copy)
 
     def forward(self, Y, lengths=None):

@@ -97,10 +97,11 @@ def sweep_main(argv: list[str] | None = None) -> int:
 def _reason(error):
     """The system's message in a run's recorded I/O error (``OSError: [Errno 28] ...``)."""
     import os
-    import re
 
-    match = re.search(r"\[Errno (\d+)\]", error)
-    return os.strerror(int(match.group(1))) if match else error.splitlines()[0]
+    from .sweep.runner import io_errno
+
+    code = io_errno(error)
+    return os.strerror(code) if code is not None else error.splitlines()[0]
 
 
 def _flat(run):

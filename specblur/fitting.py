@@ -15,7 +15,8 @@ from .errors import SpecblurError
 from .kernels import for_device, mode_code
 from .models import call_key, check_model_input, make_model
 from .schema import HISTORY_COLUMNS, SR, STATS
-from .settings import Param, Settings, check_m_init, resolve, resolved_r_max
+from .settings import (Param, Settings, check_m_init, check_scale_min, resolve,
+                       resolved_r_max)
 
 __all__ = ["FitResult", "fit", "fit_batch"]
 
@@ -216,8 +217,7 @@ def _prepare(X, settings, sr, models):
         settings = {**settings, "m_init": None}
     cfg = resolve(settings, where="fit", m_init_field=field_init)
     r_max = resolved_r_max(cfg, X.shape[0])
-    if cfg.scale_min is not None and cfg.scale_min > r_max:
-        raise SpecblurError(f"scale_min must not exceed r_max = {r_max:g}, got {cfg.scale_min}")
+    check_scale_min(cfg.scale_min, r_max, "fit")
     r0 = _check_field(r0, X.shape, cfg.param_kind, r_max) if field_init else cfg.m_init
     if not field_init:
         check_m_init(r0, cfg.param_kind, r_max, "fit")

@@ -58,8 +58,8 @@ STORE_DTYPE = STORE_DTYPES[0]
 #: ``final/<run_id>.parquet``: the last snapshot's ``m`` and ``r`` at float64 whatever
 #: ``store_dtype`` is, so that the final fields read back exactly as the fit left them.
 FINAL_NAMES = ("m", "r")
-FINAL_TYPES = {"run_id": str, "epoch": np.int32, "k": np.int32, "t": np.int32,
-               **{name: np.float64 for name in FINAL_NAMES}}
+FINAL_TYPES = {key: kind for key, kind in FIELD_TYPES.items()
+               if key not in FIELD_NAMES or key in FINAL_NAMES}
 
 
 def stored_field_types(store_dtype: str = STORE_DTYPE) -> dict:

@@ -19,7 +19,8 @@ from .kernels import MODES, PARAM_CODES
 from .models import validate_model_spec
 
 __all__ = ["ENTROPY_REDUCE", "ID_NEUTRAL", "LAMBDA_ON", "MSE_NORM", "OPTIMIZERS", "PARAMS", "Param",
-           "SETTINGS", "Settings", "check_m_init", "resolve", "resolved_r_max"]
+           "SETTINGS", "Settings", "check_m_init", "check_scale_min", "resolve",
+           "resolved_r_max"]
 
 #: More updates than this is a typo, not a run (1e8 epochs of a 4 s clip take months).
 MAX_EPOCHS = 10 ** 8
@@ -232,9 +233,14 @@ def _check_scales(out: dict, where: str) -> None:
                             f"radius: param 'sigmoid', or 'softplus' or 'exp' with r_max; "
                             f"got param {out['param']!r}"
                             + (" without r_max" if param.takes_r_max else ""))
-    if out["r_max"] is not None and lo > out["r_max"]:
-        raise SpecblurError(f"{where}: scale_min must not exceed r_max = {out['r_max']:g}, "
-                            f"got {lo}")
+    check_scale_min(lo, out["r_max"], where)
+
+
+def check_scale_min(scale_min: float | None, r_max: float | None, where: str) -> None:
+    """``scale_min`` may not exceed the radius bound ``r_max`` (SPEC §9.6); None skips."""
+    if scale_min is not None and r_max is not None and scale_min > r_max:
+        raise SpecblurError(f"{where}: scale_min must not exceed r_max = {r_max:g}, "
+                            f"got {scale_min}")
 
 
 def _check_r_max(out: dict, where: str) -> None:

@@ -89,15 +89,6 @@ def build(jit: Callable) -> SimpleNamespace:
         return -ent_scale * drdmi / a, a
 
     @jit
-    def entropy_term(mi, ri, code, eps, log_cap):
-        """``h(m)`` at one bin: ``log(|m| + eps)``, ``log(r + eps)`` or ``min(m, log r_max)``."""
-        if code == RAW or code == RELU:
-            return log(abs(mi) + eps)
-        if code == EXP:
-            return min(mi, log_cap)
-        return log(ri + eps)
-
-    @jit
     def g_mse(dr, drdm, unit):
         """``dL_mse/dm = dr dr/dm``; ``dr`` itself when ``unit`` (raw and relu)."""
         return dr if unit else dr * drdm
@@ -174,7 +165,7 @@ def build(jit: Callable) -> SimpleNamespace:
         return along_k, along_t, g
 
     return SimpleNamespace(finite=finite, exp=exp, log=log, radius_of=radius_of,
-                           entropy_grad=entropy_grad, entropy_term=entropy_term, g_mse=g_mse,
+                           entropy_grad=entropy_grad, g_mse=g_mse,
                            adam=adam, accumulate=accumulate, moments=moments,
                            log_radius=log_radius, dudr=dudr,
                            tv_bin=tv_bin)

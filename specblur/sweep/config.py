@@ -21,7 +21,8 @@ from .._checks import check_keys, suggest, to_choice, to_int, to_mapping
 from ..errors import SpecblurError
 from ..models import check_model_input
 from ..schema import STORE_DTYPE, STORE_DTYPES
-from ..settings import ID_NEUTRAL, SETTINGS, Settings, check_m_init, resolve, resolved_r_max
+from ..settings import (ID_NEUTRAL, SETTINGS, Settings, check_m_init, check_scale_min,
+                        resolve, resolved_r_max)
 from .evaluate import check_config as check_evaluate
 from .inputs import INPUT_KEYS, Input, expand_inputs, split_grid
 
@@ -214,9 +215,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
                 r_max = resolved_r_max(settings, inp["n_fft"] // 2 + 1)
                 check_m_init(settings.m_init, settings.param_kind, r_max,
                              _origin(where, raw, i, point))
-                if settings.scale_min is not None and settings.scale_min > r_max:
-                    raise SpecblurError(f"{_origin(where, raw, i, point)}: scale_min must not "
-                                        f"exceed r_max = {r_max:g}, got {settings.scale_min}")
+                check_scale_min(settings.scale_min, r_max, _origin(where, raw, i, point))
                 for source in inputs:  # each input x each settings point is one run
                     run_id = make_run_id(settings, source.sha256, source.settings)
                     if run_id not in seen:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import threading
 import time
@@ -91,9 +92,15 @@ def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
     return status, todo
 
 
+def io_errno(error: str) -> int | None:
+    """The errno of a run's recorded ``OSError`` (``OSError: [Errno 28] ...``), or None."""
+    match = re.search(r"\[Errno (\d+)\]", error)
+    return int(match.group(1)) if match else None
+
+
 def io_fault(error: str) -> bool:
     """True when a run's recorded error is one of :data:`IO_ERRNOS` (a plain rerun retries it)."""
-    return any(f"[Errno {code}]" in error for code in IO_ERRNOS)
+    return io_errno(error) in IO_ERRNOS
 
 
 def _damaged(folder, run_id):
@@ -235,7 +242,8 @@ def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_fail
                   f"{row['wall_seconds']:.1f} s" + (f": {row['error']}" if row["error"] else ""),
                   flush=True)
     bar.close()
-    finished = _finished(folder, sweep, FINISHED)
+    status = _statuses(folder)
+    finished = _finished(sweep, status, FINISHED)
     for inp in sweep.inputs:  # per-segment radius statistics of every finished run
         if inp.settings.get("segments"):
             write_sweep_segments(folder, inp.settings["segments"], specs[inp.name],
@@ -243,7 +251,7 @@ def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_fail
     if sweep.evaluate.get("faithfulness"):  # SPEC §9.5, in this process after the runs
         # only `done` runs: a diverged run's last radius field is not finite or meaningful
         write_sweep_faithfulness(folder, sweep.evaluate["faithfulness"], specs,
-                                 _finished(folder, sweep, ("done",)), device=device,
+                                 _finished(sweep, status, ("done",)), device=device,
                                  fresh=ran, interactive=interactive)
     return results.read_runs(folder)
 
@@ -255,14 +263,14 @@ def _run_read_only(sweep, folder, denied, force=False, retry_failed=False):
     the runs table is read and nothing is written; otherwise ``denied`` is raised.
     """
     _check_same_sweep(sweep, folder)
-    _, todo = plan(sweep, folder, force, retry_failed)
-    finished = _finished(folder, sweep, FINISHED)
+    status, todo = plan(sweep, folder, force, retry_failed)
+    finished = _finished(sweep, status, FINISHED)
     missing = [run for inp in sweep.inputs if inp.settings.get("segments")
                for run in finished if run.input is inp
                and not (folder / "segments" / f"{run.run_id}.parquet").is_file()]
     if sweep.evaluate.get("faithfulness"):
         missing += stale_faithfulness(folder, sweep.evaluate["faithfulness"],
-                                      _finished(folder, sweep, ("done",)))
+                                      _finished(sweep, status, ("done",)))
     if todo or missing:
         raise denied
     print(f"specblur-sweep: warning: cannot write in {folder} ({denied.strerror}); every run "
@@ -272,11 +280,15 @@ def _run_read_only(sweep, folder, denied, force=False, retry_failed=False):
     return results.read_runs(folder)
 
 
-def _finished(folder, sweep, statuses):
-    """The sweep's runs whose status in ``runs.parquet`` is one of ``statuses``."""
+def _statuses(folder):
+    """``{run_id: status}`` of ``runs.parquet``."""
     runs = results.read_runs(folder)
-    ids = set(runs[runs["status"].isin(statuses)]["run_id"].astype(str))
-    return [run for run in sweep.runs if run.run_id in ids]
+    return dict(zip(runs["run_id"].astype(str), runs["status"]))
+
+
+def _finished(sweep, status, statuses):
+    """The sweep's runs whose status (``{run_id: status}``) is one of ``statuses``."""
+    return [run for run in sweep.runs if status.get(run.run_id) in statuses]
 
 
 def _check_same_sweep(sweep, folder):
@@ -396,11 +408,10 @@ def _execute_dask(tasks, batch, address):
         # automatic batches are spread over the cluster's worker threads
         groups = batches(tasks, batch, max(1, sum(client.nthreads().values())))
         scattered = {}  # each input's spectrogram once
-        for group in groups:
-            for task in group:
-                if id(task.spectrogram) not in scattered:
-                    scattered[id(task.spectrogram)] = client.scatter(task.spectrogram,
-                                                                     broadcast=True)
+        for task in tasks:
+            if id(task.spectrogram) not in scattered:
+                scattered[id(task.spectrogram)] = client.scatter(task.spectrogram,
+                                                                 broadcast=True)
         futures = [client.submit(_execute_remote, [replace(task, spectrogram=None)
                                                    for task in group],
                                  [scattered[id(task.spectrogram)] for task in group], pure=False)
