@@ -149,6 +149,11 @@ def test_cancelling_signed_input_is_not_rescaled(mode):
     Y = blur(X, r, mode)
     want = naive.blur(X, r, mode)
     assert np.abs(Y - want).max() <= 1e-10 * np.abs(want).max()
+    # the guard itself: a gap of rounding size is closed, unless the values cancel
+    from specblur.kernels.cpu import mass_scale
+
+    assert mass_scale(1.0 + 1e-9, 1.0, 1.5) == pytest.approx(1.0 + 1e-9, rel=1e-15)
+    assert mass_scale(1.0 + 1e-9, 1.0, 2.5) == 1.0
 
 
 @pytest.mark.parametrize("mode", TOTAL_KEEPING)

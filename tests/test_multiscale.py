@@ -6,6 +6,8 @@ import pytest
 
 import specblur
 from specblur.errors import SpecblurError
+from test_batch import assert_same_result
+from test_batch import spectrogram as batch_spectrogram
 
 R_MAX = 24.0
 BASE = dict(param="sigmoid", r_max=R_MAX, m_init=3.0, lam=50.0, lambda_on="mse",
@@ -14,7 +16,7 @@ BASE = dict(param="sigmoid", r_max=R_MAX, m_init=3.0, lam=50.0, lambda_on="mse",
 
 
 def spectrogram(seed=0, K=20, T=9):
-    return np.random.default_rng(seed).random((K, T)) ** 2 + 0.01
+    return batch_spectrogram(seed, T, K)
 
 
 def exponents(seed, epochs, p, lo=2.0, r_max=R_MAX):
@@ -56,40 +58,46 @@ def test_first_updates_follow_the_chain_rule_through_r_to_the_e():
     hist = res.history.set_index("epoch")
     np.testing.assert_allclose(hist.loc[[0, 1, 2], "blur_exponent"], es[:3], rtol=1e-15)
     assert hist.loc[3, "blur_exponent"] == 1.0  # the last row is at the run's own radii
-    assert all(0.0 < e < 1.0 for e in es[:3])
+    assert (hist.loc[[0, 1, 2], "blur_exponent"] < 1.0).all()  # scale_p 0: all rescaled
 
 
-def test_scaled_radius_gradient_matches_finite_differences():
-    # D(r) = mean((blur(X, r**e) - X)**2): the chain factor e r**(e-1) against central
-    # differences, at radii whose powers stay away from the blur's kinks (integers)
+def test_fit_gradient_at_a_scale_matches_finite_differences():
+    # one SGD step of fit at a drawn exponent e, against central differences of the loss
+    # lam D(blur(X, r(m)**e)) - sum log(r(m) + eps) in m, at radii whose powers stay away
+    # from the blur's kinks (integers)
     X = spectrogram(3, K=16, T=4)
-    rng = np.random.default_rng(1)
-    e = 0.6
-    r = rng.uniform(2.0, 9.0, X.shape)
-    r = np.where(np.abs(r ** e - np.round(r ** e)) < 0.05, r + 0.3, r)
+    r0 = np.random.default_rng(1).uniform(2.0, 9.0, X.shape)
+    e = exponents(0, 1, 0.0)[0]
+    r0 = np.where(np.abs(r0 ** e - np.round(r0 ** e)) < 0.05, r0 + 0.3, r0)
+    settings = dict(BASE, m_init=r0, epochs=1, lr=1e-3)
+    res = specblur.fit(X, **settings)
+    m0 = np.log((r0 - 1.0) / (R_MAX - r0))
+    grad = (m0 - res.m) / settings["lr"]
 
-    def D(radii):
-        return np.mean((specblur.blur(X, radii ** e, mode="conserve") - X) ** 2)
+    def loss(m):
+        r, _ = sigmoid_radius(m)
+        Y = specblur.blur(X, r ** e, mode=settings["mode"])
+        return settings["lam"] * np.mean((Y - X) ** 2) - np.log(r + 1e-8).sum()
 
-    Y = specblur.blur(X, r ** e, mode="conserve")
-    _, dr_blur = specblur.blur_vjp(X, r ** e, 2.0 * (Y - X) / X.size, mode="conserve")
-    analytic = dr_blur * e * r ** (e - 1.0)
     h = 1e-6
     for k, t in [(3, 0), (8, 2), (12, 3), (0, 1)]:
-        up, down = r.copy(), r.copy()
+        up, down = m0.copy(), m0.copy()
         up[k, t] += h
         down[k, t] -= h
-        numeric = (D(up) - D(down)) / (2 * h)
-        assert numeric == pytest.approx(analytic[k, t], rel=1e-5, abs=1e-12)
+        numeric = (loss(up) - loss(down)) / (2 * h)
+        assert numeric == pytest.approx(grad[k, t], rel=1e-5, abs=1e-9)
 
 
 def test_scale_p_and_full_scale_epochs():
     X = spectrogram(1)
     res = specblur.fit(X, epochs=400, snapshot_every=100, **dict(BASE, scale_p=0.3, lr=0.05))
     hist = res.history.set_index("epoch")["blur_exponent"]
+    want = exponents(0, 400, 0.3)
+    for n in (100, 200, 300, 400):  # snapshot epochs and the last: the run's own radii
+        want[n] = 1.0
+    np.testing.assert_allclose(hist.to_numpy(), want, rtol=1e-15)
     full = (hist[hist.index < 400] == 1.0).mean()
     assert 0.2 < full < 0.4  # P(e = 1) = scale_p, plus the forced snapshot epochs
-    assert (hist.loc[[100, 200, 300, 400]] == 1.0).all()
     assert ((hist > math.log(2.0) / math.log(R_MAX) - 1e-12) & (hist <= 1.0)).all()
     # off: every epoch at the run's own radii
     plain = specblur.fit(X, epochs=5, **dict(BASE, scale_min=None))
@@ -101,9 +109,7 @@ def test_batched_multiscale_runs_equal_separate_fits():
     runs = [dict(BASE, epochs=6, scale_p=0.5, seed=s) for s in (0, 7)]
     batch = specblur.fit_batch([X1, X2], runs)
     for X, settings, res in zip((X1, X2), runs, batch):
-        alone = specblur.fit(X, **settings)
-        np.testing.assert_allclose(res.m, alone.m, rtol=1e-9, atol=1e-12)
-        assert res.history["blur_exponent"].tolist() == alone.history["blur_exponent"].tolist()
+        assert_same_result(res, specblur.fit(X, **settings))
     assert batch[0].history["blur_exponent"].tolist() != batch[1].history["blur_exponent"].tolist()
 
 
@@ -162,5 +168,6 @@ def test_scale_p_alone_does_not_change_the_run_id():
     plain = make_run_id(resolve({}), sha, inp)
     assert make_run_id(resolve({"scale_p": 0.2}), sha, inp) == plain
     on = dict(param="sigmoid", m_init=2.0, scale_min=4.0)
-    assert make_run_id(resolve(dict(on, scale_p=0.2)), sha, inp) != \
-        make_run_id(resolve(on), sha, inp) != plain
+    ids = {plain, make_run_id(resolve(on), sha, inp),
+           make_run_id(resolve(dict(on, scale_p=0.2)), sha, inp)}
+    assert len(ids) == 3

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import soundfile as sf
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,6 +20,7 @@ from specblur.sweep.config import load_sweep
 from specblur.sweep.evaluate import _final_radius
 from specblur.sweep.results import (field_array, fields_frame, final_frame, read_fields,
                                     read_table_folder, write_table)
+from test_cli import sweep, write_wav
 
 SR = 8000
 # two runs: raw and softplus (whose r is not m), 5 updates, snapshots at 2, 4 and 5
@@ -35,25 +35,11 @@ runs:
 """
 
 
-def write_wav(path, seconds=0.3, sr=SR):
-    t = np.arange(int(seconds * sr)) / sr
-    y = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.sin(2 * np.pi * 1320 * t)
-    sf.write(str(path), y, sr, subtype="PCM_16")
-    return path
-
-
 def write_sweep(folder, extra="", body=BODY):
     path = folder / "store.yaml"
     path.write_text("name: store\ninput: {audio: a.wav, sr: 8000, n_fft: 64, hop: 32}\n"
                     + textwrap.dedent(body) + extra)
     return path
-
-
-def sweep(capsys, *args):
-    capsys.readouterr()
-    rc = sweep_main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def fit_again(run):
@@ -273,7 +259,11 @@ def test_no_snapshot_gives_empty_typed_tables():
 
     final = final_frame("0123456789ab", {})
     assert list(final.columns) == list(FINAL_TYPES) and final.empty
-    assert fields_frame("0123456789ab", {}).empty
+    numeric = {k: np.dtype(v) for k, v in FINAL_TYPES.items() if v is not str}
+    assert {k: final[k].dtype for k in numeric} == numeric
+    fields = fields_frame("0123456789ab", {})
+    assert fields.empty and {k: fields[k].dtype for k in ("epoch", "k", "t", "m")} == \
+        {"epoch": np.int32, "k": np.int32, "t": np.int32, "m": np.float32}
     with pytest.raises(ValueError, match="store_dtype"):
         fields_frame("0123456789ab", {}, "float16")
 
