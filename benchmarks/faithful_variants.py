@@ -4,14 +4,15 @@
         data/corpus/cards_003.wav [--lam 1e8] [--epochs 400] [--m-init 1.2] \\
         [--weight none|magnitude]
 
-The recommended configuration of ``sweeps/speaker_faithful.yaml`` (sigmoid radii,
-r_max 128, λ on the MSE, conserve, Adam lr 3 and adam_eps 30), written in NumPy around
+The single-scale configuration of ``sweeps/speaker_faithful.yaml`` (its runs entry 1,
+the recommendation before multi-scale training: sigmoid radii, r_max 128, λ on the MSE,
+conserve, Adam lr 3 and adam_eps 30, 400 epochs), written in NumPy around
 ``specblur.blur`` and ``specblur.blur_vjp`` with the speaker encoder, so that the
 objective can be changed where the package has no setting for it: ``--weight magnitude``
 weighs each bin's entropy term by its magnitude (over the mean), to match the deletion
 test's energy budget. Prints the deletion test's headline ratios (SPEC §9.5) at R = 16 and
-64, F = 0.5. With the defaults it is the recommendation (up to float32 rounding of the
-encoder: 1.36 for map/gradient at R = 16 on cards_003, where specblur.fit gives 1.45).
+64, F = 0.5. With the defaults it is that entry (up to float32 rounding of the encoder:
+1.36 for map/gradient at R = 16 on cards_003, where specblur.fit gives 1.45).
 """
 import argparse
 import time
