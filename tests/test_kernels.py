@@ -303,15 +303,19 @@ def test_unknown_mode_rejected(mode):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("which", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_non_finite_rejected(bad, which, dtype):
-    args = [a.astype(dtype) for a in _ok()]
-    args[which][1, 2] = bad
+@pytest.mark.parametrize("where", [(1, 2), (0, 0), (4, 69), (2, 33)])
+@pytest.mark.parametrize("mode", MODES)
+def test_non_finite_rejected(bad, which, dtype, where, mode):
+    """The kernels see one bad value anywhere, in the first, a middle or the last
+    (partial) tile of frames."""
+    args = [a.astype(dtype) for a in _ok((5, 70))]
+    args[which][where] = bad
     X, r, G = args
     with pytest.raises(ValueError, match="(?i)finite|nan|inf"):
-        specblur.blur_vjp(X, r, G, device="cpu")
+        specblur.blur_vjp(X, r, G, mode=mode, device="cpu")
     if which < 2:
         with pytest.raises(ValueError, match="(?i)finite|nan|inf"):
-            specblur.blur(X, r, device="cpu")
+            specblur.blur(X, r, mode=mode, device="cpu")
 
 
 @pytest.mark.parametrize("which", [0, 1, 2])

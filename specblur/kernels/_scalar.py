@@ -86,8 +86,8 @@ def build(jit: Callable) -> SimpleNamespace:
         return own
 
     @jit
-    def scatter_source(d2, col, p, K, r, x, mode):
-        """Add the impulses of source ``p`` to ``d2[:, col]``; return what the source keeps.
+    def impulses(p, K, r, x, mode):
+        """The impulses of source ``p`` in the second running sum, and what it keeps.
 
         The second running sum of the impulses is ``x w(i - p; r)`` (SPEC §5): ``f s`` at
         ``p - n``, ``(1 - f) s`` at ``p - n + 1``, ``-2 s`` at ``p + 1``, ``(1 - f) s`` at
@@ -95,8 +95,13 @@ def build(jit: Callable) -> SimpleNamespace:
         renormalize mode, which rescales the in-range weights to sum to 1). An impulse
         ``c`` at ``q < 0`` acts on bins ``i >= 0`` as ``c (1 - q)`` at bin 0 plus ``c q`` at
         bin 1. Impulses at ``q >= K`` land in rows ``K`` and ``K + 1``, which are never
-        read, so ``d2`` needs ``K + 2`` rows. A source with ``r <= 1`` adds zeros and
-        keeps ``x``.
+        read, so the running sums need ``K + 2`` rows. A source with ``r <= 1`` gives zeros
+        and keeps ``x``.
+
+        Returns ``(lo0, lo1, hi, v_lo0, v_lo1, v_edge, v_mid, v_hi, v_hi1, kept)``: the
+        impulses ``v_lo0`` at row ``lo0``, ``v_lo1`` at ``lo1``, ``v_edge`` at row 1,
+        ``v_mid`` at ``p + 1``, ``v_hi`` at ``hi`` and ``v_hi1`` at ``hi + 1`` (rows as
+        non-negative floats), and the value the source keeps for itself.
         """
         n, f, S = geometry(r)
         if mode == RENORMALIZE:
@@ -108,14 +113,23 @@ def build(jit: Callable) -> SimpleNamespace:
         q = p - n
         neg0 = min(q, 0.0)
         neg1 = min(q + 1.0, 0.0)
-        d2[int(q - neg0), col] += a * (1.0 - neg0)
-        d2[int(q + 1.0 - neg1), col] += c * (1.0 - neg1)
-        d2[1, col] += a * neg0 + c * neg1
-        d2[p + 1, col] -= 2.0 * s
-        i = int(min(p + n + 1.0, float(K)))
-        d2[i, col] += c
-        d2[i + 1, col] += a
-        return own_value(p, K, r, x, n, f, s, mode)
+        return (q - neg0, q + 1.0 - neg1, min(p + n + 1.0, float(K)),
+                a * (1.0 - neg0), c * (1.0 - neg1), a * neg0 + c * neg1, -2.0 * s, c, a,
+                own_value(p, K, r, x, n, f, s, mode))
+
+    @jit
+    def scatter_source(d2, col, p, K, r, x, mode):
+        """Add the :func:`impulses` of source ``p`` to ``d2[:, col]`` (``K + 2`` rows);
+        return what the source keeps."""
+        lo0, lo1, hi, v_lo0, v_lo1, v_edge, v_mid, v_hi, v_hi1, own = impulses(p, K, r, x, mode)
+        i = int(hi)
+        d2[int(lo0), col] += v_lo0
+        d2[int(lo1), col] += v_lo1
+        d2[1, col] += v_edge
+        d2[p + 1, col] += v_mid
+        d2[i, col] += v_hi
+        d2[i + 1, col] += v_hi1
+        return own
 
     @jit
     def kept(p, K, r, x, mode):
@@ -187,5 +201,5 @@ def build(jit: Callable) -> SimpleNamespace:
 
     return SimpleNamespace(mass_scale=mass_scale, geometry=geometry, tail_mass=tail_mass,
                            side_mass=side_mass, reach=reach, in_range_mass=in_range_mass,
-                           own_value=own_value, scatter_source=scatter_source, kept=kept,
-                           bin_vjp=bin_vjp)
+                           own_value=own_value, impulses=impulses,
+                           scatter_source=scatter_source, kept=kept, bin_vjp=bin_vjp)

@@ -9,8 +9,13 @@ Frame indices are cast to unsigned (``_col``): Numba wraps negative signed indic
 around, and that select on ``t0 + j`` kept LLVM from vectorising the frame loops with plain
 contiguous loads and stores (it used gathers and scalar stores instead).
 
-Both kernels return the number of non-finite values among their inputs, counted as they
-read them: the public API rejects such input after the call, with no pass of its own.
+Both kernels report non-finite inputs as they read them (the forward kernel the number
+of frames with any, the backward kernel the number of values): the public API rejects
+such input after the call, with no pass of its own.
+
+The forward kernel scatters into flat scratch with unsigned indices (``_at``): with a 2-D
+array Numba adds a wraparound select and a row multiply to each of the six scattered
+stores per bin, which made the kernel about a tenth slower (``benchmarks/bench_scatter.py``).
 """
 import numpy as np
 from numba import prange
@@ -19,7 +24,7 @@ from . import _scalar
 from ._numba import TILE, WIDE_FROM, WIDE_TILE, jit, parallel_jit
 
 _bins = _scalar.build(jit(inline="always"))
-scatter_source = _bins.scatter_source
+impulses = _bins.impulses
 bin_vjp = _bins.bin_vjp
 mass_scale = _bins.mass_scale
 TRUNCATE = _scalar.TRUNCATE
@@ -35,6 +40,13 @@ def _non_finite(v):
 def _col(t0, j):
     """Frame ``t0 + j`` as an unsigned index: no wraparound check, so loops vectorise."""
     return np.uint64(t0 + j)
+
+
+@jit(inline="always")
+def _at(row, tile, j):
+    """Flat index of ``(row, j)`` in a row-major ``(rows, tile)`` scratch; ``row`` is a
+    non-negative float. Unsigned, so the scattered stores need no wraparound checks."""
+    return np.uint64(row) * np.uint64(tile) + np.uint64(j)
 
 
 @jit(inline="always")
@@ -56,7 +68,8 @@ def _tile(job, ntiles, T, tile):
 def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
     """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``.
 
-    Returns the number of non-finite values in ``X`` and ``R`` (``Y`` is then meaningless).
+    Returns the number of frames where ``X`` or ``R`` has a non-finite value (``Y`` is then
+    meaningless there).
     In the modes that keep each frame's total, the blurred mass is rescaled to that total
     (``_scalar.mass_scale``).
     """
@@ -66,25 +79,34 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
     bad = 0
     for job in prange(nb * ntiles):
         b, t0, width = _tile(job, ntiles, T, tile)
-        d2 = np.zeros((K + 2, tile))
+        d2 = np.zeros((K + 2) * tile)  # flat (K + 2, tile): the scatter indexes it directly
         own = np.empty((K, tile))
         sent = np.zeros(tile)
-        tile_bad = 0
+        probe = np.zeros(tile)  # 0 * v is NaN exactly when v is NaN or infinite
         for p in range(K):
+            mid = _at(p + 1.0, tile, 0)
             for j in range(width):
                 r = np.float64(R[b, p, _col(t0, j)])
                 x = np.float64(X[b, p, _col(t0, j)])
-                tile_bad += _non_finite(x) + _non_finite(r)
-                kept = scatter_source(d2, j, p, K, r, x, mode)
+                probe[j] += 0.0 * x + 0.0 * r
+                lo0, lo1, hi, v_lo0, v_lo1, v_edge, v_mid, v_hi, v_hi1, kept = impulses(
+                    p, K, r, x, mode)
+                d2[_at(lo0, tile, j)] += v_lo0
+                d2[_at(lo1, tile, j)] += v_lo1
+                d2[_at(1.0, tile, j)] += v_edge
+                d2[mid + np.uint64(j)] += v_mid
+                d2[_at(hi, tile, j)] += v_hi
+                d2[_at(hi + 1.0, tile, j)] += v_hi1
                 own[p, j] = kept
                 sent[j] += x - kept
-        bad += tile_bad
+        for j in range(width):
+            bad += _non_finite(probe[j])
         slope = np.zeros(tile)
         value = np.zeros(tile)
         if not keeps_total:
             for i in range(K):
                 for j in range(width):
-                    slope[j] += d2[i, j]
+                    slope[j] += d2[i * tile + j]
                     value[j] += slope[j]
                     Y[b, i, _col(t0, j)] = value[j] + own[i, j]
             continue
@@ -92,16 +114,16 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
         spread = np.zeros(tile)
         for i in range(K):
             for j in range(width):
-                slope[j] += d2[i, j]
+                slope[j] += d2[i * tile + j]
                 value[j] += slope[j]
-                d2[i, j] = value[j]
+                d2[i * tile + j] = value[j]
                 received[j] += value[j]
                 spread[j] += abs(value[j])
         for j in range(width):
             value[j] = mass_scale(sent[j], received[j], spread[j])
         for i in range(K):
             for j in range(width):
-                Y[b, i, _col(t0, j)] = own[i, j] + d2[i, j] * value[j]
+                Y[b, i, _col(t0, j)] = own[i, j] + d2[i * tile + j] * value[j]
     return bad
 
 
