@@ -173,34 +173,80 @@ _ONE_BITS = 0x3FF0000000000000  # the bits of 1.0
 _HALF_BITS = 0x3FE0000000000000  # the bits of 0.5
 _SQRT2_MANTISSA = 0x6A09E667F3BCD  # mantissa bits of sqrt(2)
 _EXP_MASK = 0x7FF
-# mantissas in [sqrt(1/2), sqrt(2)) multiplied before one logarithm: their product stays
-# within 2**(+-256)
+# _sum_log multiplies _GROUP values per lane between two renormalisations of the lane's
+# product; values within [2**-60, 2**60] keep every partial product a normal number
+_GROUP = 16
+_WILD_LOW, _WILD_HIGH = 2.0 ** -60, 2.0 ** 60
+# _sum_log_each: mantissas in [sqrt(1/2), sqrt(2)) multiplied before one logarithm; their
+# product stays within 2**(+-256)
 _PRODUCT_RUN = 512
+
+
+@jit(inline="always")
+def _split(b):
+    """``(exponent, mantissa bits, normal)`` of the float64 bits ``b``, with the mantissa
+    in ``[sqrt(1/2), sqrt(2))``, so that values near 1 keep exponent 0."""
+    e = (b >> 52) & _EXP_MASK
+    normal = (e != 0) & (e != _EXP_MASK) & (b > 0)
+    fraction = b & _MANTISSA
+    high = fraction >= _SQRT2_MANTISSA  # the mantissa is halved, the exponent raised
+    return (e - 1023 + (1 if high else 0), fraction | (_HALF_BITS if high else _ONE_BITS),
+            normal)
 
 
 @jit(reassociate=True)
 def _sum_log(a):
     """``sum(log(a))`` for ``a >= 0`` (or NaN), with few logarithms and vectorised loops.
 
-    A positive normal ``a`` is ``mantissa * 2**e`` with the mantissa in ``[sqrt(1/2),
-    sqrt(2))``, so that values near 1 keep ``e = 0`` and their logarithm does not cancel:
-    the exponents are summed as integers and the mantissas multiplied in runs of
-    ``_PRODUCT_RUN``, one logarithm per run. Zero, subnormal, infinite and NaN values take
-    ``_bin_log`` one by one (``log(0) = -inf``).
+    Each of ``_LANES`` lanes multiplies its values, and after every ``_GROUP`` of them
+    moves its product's exponent into an integer sum (:func:`_split`); one logarithm per
+    lane at the end. If a value lies outside ``[2**-60, 2**60]``, where a partial product
+    could leave the normal range, or is zero, infinite or NaN, the block is summed by
+    :func:`_sum_log_each` instead.
+    """
+    n = a.size
+    step = _LANES * _GROUP
+    whole = n - n % step
+    prod = np.ones(_LANES)
+    bits = prod.view(np.int64)
+    exponents = 0
+    wild = False
+    for start in range(0, whole, step):
+        for k in range(start, start + step, _LANES):
+            for lane in range(_LANES):
+                v = a[k + lane]
+                prod[lane] *= v
+                wild |= (v < _WILD_LOW) | (v > _WILD_HIGH)
+        for lane in range(_LANES):
+            e, mantissa, normal = _split(bits[lane])
+            exponents += e
+            bits[lane] = mantissa
+            wild |= not normal
+    if wild:
+        return _sum_log_each(a)
+    h = exponents * math.log(2.0)
+    for lane in range(_LANES):
+        h += math.log(prod[lane])
+    for k in range(whole, n):
+        h += _bin_log(a[k])
+    return h
+
+
+@jit(reassociate=True)
+def _sum_log_each(a):
+    """:func:`_sum_log` for any values: each one split into exponent and mantissa
+    (:func:`_split`), the exponents summed as integers and the mantissas multiplied in runs
+    of ``_PRODUCT_RUN``, one logarithm per run. Zero, subnormal, infinite and NaN values
+    take ``_bin_log`` one by one (``log(0) = -inf``).
     """
     bits = a.view(np.int64)
     mantissas = np.empty(a.size, np.int64)
     exponents = 0
     odd = 0
     for k in range(a.size):
-        b = bits[k]
-        e = (b >> 52) & _EXP_MASK
-        normal = (e != 0) & (e != _EXP_MASK) & (b > 0)
-        fraction = b & _MANTISSA
-        high = fraction >= _SQRT2_MANTISSA  # the mantissa is halved, the exponent raised
-        mantissas[k] = (fraction | (_HALF_BITS if high else _ONE_BITS)) if normal \
-            else _ONE_BITS
-        exponents += (e - 1023 + (1 if high else 0)) if normal else 0
+        e, mantissa, normal = _split(bits[k])
+        mantissas[k] = mantissa if normal else _ONE_BITS
+        exponents += e if normal else 0
         odd += not normal
     factors = mantissas.view(np.float64)
     h = exponents * math.log(2.0)
@@ -266,14 +312,20 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
         gb = np.empty(size)
         arg = np.empty(size)  # the argument a of h = log(a)
         zero = 0
-        for k in range(size):
-            i = lo + k
-            mi = m[i]
-            drdmi = 1.0 if unit else drdm[i]
-            ga[k] = _g_mse(dr[i], drdmi, unit)
-            gb[k], arg[k] = _entropy_grad(mi, mi if unit else r[i], drdmi, code, eps,
-                                          ent_scale, r_max)
-            zero += arg[k] == 0.0
+        if unit:  # raw and relu (same entropy): a loop with no branch on the code
+            for k in range(size):
+                i = lo + k
+                mi = m[i]
+                ga[k] = dr[i]
+                gb[k], arg[k] = _entropy_grad(mi, mi, 1.0, RAW, eps, ent_scale, r_max)
+                zero += arg[k] == 0.0
+        else:
+            for k in range(size):
+                i = lo + k
+                drdmi = drdm[i]
+                ga[k] = _g_mse(dr[i], drdmi, False)
+                gb[k], arg[k] = _entropy_grad(m[i], r[i], drdmi, code, eps, ent_scale, r_max)
+                zero += arg[k] == 0.0
         if keep_mse:
             g_mse[lo:lo + size] = ga
         if keep_ent:

@@ -770,14 +770,17 @@ def test_entropy_sum_equals_the_sum_of_logarithms(scale):
 
 
 @pytest.mark.parametrize("odd", [None, 0.0, 5e-320, np.inf, np.nan])
-def test_block_log_sum_and_range_match_numpy(odd):
-    # _sum_log splits normal values into exponent and mantissa; the others (zero,
-    # subnormal, infinite, NaN) take their own logarithm; _block_range keeps lanes apart
+@pytest.mark.parametrize("decades", [15, 30])
+def test_block_log_sum_and_range_match_numpy(odd, decades):
+    # _sum_log multiplies values within 2**(+-60) (1e+-18) in lanes; a block with other
+    # values goes to _sum_log_each, which splits each normal value into exponent and
+    # mantissa, and takes the others' (zero, subnormal, infinite, NaN) own logarithm;
+    # _block_range keeps lanes apart
     from specblur import objective
 
     rng = np.random.default_rng(5)
-    for size in (1, 7, 8, 9, 1000, objective.BLOCK):
-        a = 10.0 ** rng.uniform(-30, 30, size)
+    for size in (1, 7, 8, 9, 127, 128, 129, 1000, objective.BLOCK):
+        a = 10.0 ** rng.uniform(-decades, decades, size)
         if odd is not None:
             a[size // 2] = odd
         with np.errstate(divide="ignore"):
@@ -790,6 +793,17 @@ def test_block_log_sum_and_range_match_numpy(odd):
             assert got == want or (np.isnan(want) and np.isnan(got))
         m = rng.standard_normal(size)
         assert objective._block_range(m) == (m.min(), m.max())
+
+
+def test_block_log_sum_survives_a_subnormal_partial_product():
+    # 1e-160 * 1.234e-160 is subnormal (few bits left) before 1e150 * 1e150 brings the
+    # lane's product back: such values must not be multiplied in lanes
+    from specblur import objective
+
+    a = np.ones(128)
+    a[[0, 8, 16, 24]] = (1e-160, 1.234e-160, 1e150, 1e150)
+    want = math.fsum(np.log(a))
+    assert abs(objective._sum_log(a) - want) <= 1e-13 * np.abs(np.log(a)).sum()
 
 
 def test_block_log_sum_keeps_values_near_one_accurate():
