@@ -120,16 +120,24 @@ def total_variation(r, drdm, unit_drdm, delta, scale, u, g_tv):
 BLOCK = 4096
 
 
+#: Flips the magnitude bits of negative floats: float64 bits read as int64 then order like
+#: the floats themselves, so that min and max are integer reductions, which vectorise.
+_MAGNITUDE = 0x7FFFFFFFFFFFFFFF
+
+
 @jit(reassociate=True)
 def _block_sums(ga, gb, m, r, unit, ca, cb, cm):
     """Sums and sums of squares of ``ga - ca``, ``gb - cb`` and ``m - cm`` over a block,
-    and the counts of ``r <= 1`` (``m`` itself when ``unit``) and ``m < 0``.
+    the counts of ``r <= 1`` (``m`` itself when ``unit``) and ``m < 0``, and the minimum
+    and maximum of ``m`` (non-empty, no NaN).
 
     Compiled apart from :func:`descend` with reassociation allowed, so that the sums
     vectorise; the result depends on the block alone, not on the number of threads.
     """
     s1a = s2a = s1b = s2b = s1m = s2m = 0.0
     ident = neg = 0
+    bits = m.view(np.int64)
+    keys = np.array([np.iinfo(np.int64).max, np.iinfo(np.int64).min])
     for i in range(m.size):
         da = ga[i] - ca
         db = gb[i] - cb
@@ -143,29 +151,16 @@ def _block_sums(ga, gb, m, r, unit, ca, cb, cm):
         s2m += dm * dm
         ident += (mi if unit else r[i]) <= 1.0
         neg += mi < 0.0
-    return s1a, s2a, s1b, s2b, s1m, s2m, ident, neg
+        key = bits[i] ^ ((bits[i] >> 63) & _MAGNITUDE)
+        keys[0] = min(keys[0], key)
+        keys[1] = max(keys[1], key)
+    for k in range(2):  # the flip is its own inverse
+        keys[k] ^= (keys[k] >> 63) & _MAGNITUDE
+    m_range = keys.view(np.float64)
+    return s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_range[0], m_range[1]
 
 
 _LANES = 8
-
-
-@jit
-def _block_range(m):
-    """``(min, max)`` of ``m`` (non-empty), in ``_LANES`` independent running pairs."""
-    lo = np.full(_LANES, np.inf)
-    hi = np.full(_LANES, -np.inf)
-    whole = m.size - m.size % _LANES
-    for k0 in range(0, whole, _LANES):
-        for lane in range(_LANES):
-            v = m[k0 + lane]
-            lo[lane] = min(lo[lane], v)
-            hi[lane] = max(hi[lane], v)
-    m_min = lo.min()
-    m_max = hi.max()
-    for k in range(whole, m.size):
-        m_min = min(m_min, m[k])
-        m_max = max(m_max, m[k])
-    return m_min, m_max
 
 
 _MANTISSA = 0x000FFFFFFFFFFFFF
@@ -351,9 +346,9 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
             continue
         mb = m[lo:lo + size]
         (parts[blk, 0], parts[blk, 1], parts[blk, 2], parts[blk, 3], parts[blk, 4],
-         parts[blk, 5], parts[blk, 6], parts[blk, 7]) = _block_sums(
-            ga, gb, mb, r[lo:lo + size] if not unit else mb, unit, ca, cb, cm)
-        parts[blk, 8], parts[blk, 9] = _block_range(mb)
+         parts[blk, 5], parts[blk, 6], parts[blk, 7], parts[blk, 8],
+         parts[blk, 9]) = _block_sums(ga, gb, mb, r[lo:lo + size] if not unit else mb, unit,
+                                      ca, cb, cm)
         h = 0.0
         if code == EXP:  # h(m) = min(m, log r_max)
             for k in range(size):

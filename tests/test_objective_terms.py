@@ -775,7 +775,7 @@ def test_block_log_sum_and_range_match_numpy(odd, decades):
     # _sum_log multiplies values within 2**(+-60) (1e+-18) in lanes; a block with other
     # values goes to _sum_log_each, which splits each normal value into exponent and
     # mantissa, and takes the others' (zero, subnormal, infinite, NaN) own logarithm;
-    # _block_range keeps lanes apart
+    # _block_sums's range orders float bits as integers
     from specblur import objective
 
     rng = np.random.default_rng(5)
@@ -791,8 +791,10 @@ def test_block_log_sum_and_range_match_numpy(odd, decades):
             assert abs(got - want) <= 1e-13 * np.abs(logs).sum()
         else:
             assert got == want or (np.isnan(want) and np.isnan(got))
-        m = rng.standard_normal(size)
-        assert objective._block_range(m) == (m.min(), m.max())
+        m = rng.standard_normal(size) * 10.0 ** rng.uniform(-300, 300, size)
+        sums = objective._block_sums(m, m, m, m, True, 0.0, 0.0, 0.0)
+        assert sums[8:] == (m.min(), m.max())
+        assert sums[6:8] == ((m <= 1).sum(), (m < 0).sum())
 
 
 def test_block_log_sum_survives_a_subnormal_partial_product():
