@@ -3,10 +3,11 @@
     python benchmarks/bench_scatter.py [--K 257] [--T 501] [--repeat 60]
 
 ``cpu.blur_forward`` scatters each source's impulses into flat ``(K + 2) * tile`` scratch
-with unsigned indices (``cpu._at``). Until commit 797e92d it scattered into a 2-D
+with unsigned indices (``cpu._at``), and sums its non-finite probe and each frame's
+given-away mass in separate loops. Until commit 797e92d it scattered into a 2-D
 ``(K + 2, tile)`` array (``_scalar.scatter_source``, which the GPU kernel still uses), where
 Numba adds a wraparound select and a row multiply to every store, and it counted
-non-finite inputs per value rather than per frame. Both run here on the same inputs and
+non-finite inputs and summed the mass inside the scatter loop. Both run here on the same inputs and
 outputs, timed alternately (best of ``--repeat``, one thread), and give the same values.
 """
 import argparse

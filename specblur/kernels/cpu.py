@@ -13,9 +13,11 @@ Both kernels report non-finite inputs as they read them (the forward kernel the 
 of frames with any, the backward kernel the number of values): the public API rejects
 such input after the call, with no pass of its own.
 
-The forward kernel scatters into flat scratch with unsigned indices (``_at``): with a 2-D
-array Numba adds a wraparound select and a row multiply to each of the six scattered
-stores per bin, which made the kernel about a tenth slower (``benchmarks/bench_scatter.py``).
+The forward kernel's scatter loop cannot vectorise, so it does nothing else: its six
+stores per bin go into flat scratch with unsigned indices (``_at``; with a 2-D array Numba
+adds a wraparound select and a row multiply to each), and the non-finite probe and the
+mass each frame gives away are summed in loops of their own, which vectorise. That made
+the kernel about a seventh faster (``benchmarks/bench_scatter.py``).
 """
 import numpy as np
 from numba import prange
@@ -81,26 +83,28 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
         b, t0, width = _tile(job, ntiles, T, tile)
         d2 = np.zeros((K + 2) * tile)  # flat (K + 2, tile): the scatter indexes it directly
         own = np.empty((K, tile))
-        sent = np.zeros(tile)
         probe = np.zeros(tile)  # 0 * v is NaN exactly when v is NaN or infinite
+        for p in range(K):
+            for j in range(width):
+                probe[j] += 0.0 * X[b, p, _col(t0, j)] + 0.0 * R[b, p, _col(t0, j)]
+        for j in range(width):
+            bad += _non_finite(probe[j])
         for p in range(K):
             mid = _at(p + 1.0, tile, 0)
             for j in range(width):
                 r = np.float64(R[b, p, _col(t0, j)])
                 x = np.float64(X[b, p, _col(t0, j)])
-                probe[j] += 0.0 * x + 0.0 * r
                 lo0, lo1, hi, v_lo0, v_lo1, v_edge, v_mid, v_hi, v_hi1, kept = impulses(
                     p, K, r, x, mode)
-                d2[_at(lo0, tile, j)] += v_lo0
-                d2[_at(lo1, tile, j)] += v_lo1
-                d2[_at(1.0, tile, j)] += v_edge
+                at_lo = _at(lo0, tile, j)
+                at_hi = _at(hi, tile, j)
+                d2[at_lo] += v_lo0
+                d2[at_lo + np.uint64(tile if lo1 > lo0 else 0)] += v_lo1
+                d2[np.uint64(tile + j)] += v_edge
                 d2[mid + np.uint64(j)] += v_mid
-                d2[_at(hi, tile, j)] += v_hi
-                d2[_at(hi + 1.0, tile, j)] += v_hi1
+                d2[at_hi] += v_hi
+                d2[at_hi + np.uint64(tile)] += v_hi1
                 own[p, j] = kept
-                sent[j] += x - kept
-        for j in range(width):
-            bad += _non_finite(probe[j])
         slope = np.zeros(tile)
         value = np.zeros(tile)
         if not keeps_total:
@@ -110,6 +114,10 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
                     value[j] += slope[j]
                     Y[b, i, _col(t0, j)] = value[j] + own[i, j]
             continue
+        sent = np.zeros(tile)  # what the sources give away
+        for p in range(K):
+            for j in range(width):
+                sent[j] += np.float64(X[b, p, _col(t0, j)]) - own[p, j]
         received = np.zeros(tile)
         spread = np.zeros(tile)
         for i in range(K):
