@@ -82,7 +82,7 @@ def main():
     Y, Y_2d = np.empty_like(X), np.empty_like(X)
     print(f"K={args.K} T={args.T}, one thread, best of {args.repeat} alternating runs, ms")
     print(f"{'radii':9} {'mode':11} {'2-D scratch':>11} {'flat':>7} {'flat/2-D':>8} {'max |dY|':>9}")
-    for label, high in (("U(0,10)", 10.0), ("U(0,2K)", 2.0 * args.K)):
+    for label, high in (("U(0,2)", 2.0), ("U(0,10)", 10.0), ("U(0,2K)", 2.0 * args.K)):
         R = rng.uniform(0, high, X.shape)
         for mode, code in cpu_modes():
             forward_2d(X, R, code, Y_2d)

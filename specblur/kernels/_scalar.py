@@ -107,7 +107,7 @@ def build(jit: Callable) -> SimpleNamespace:
         if mode == RENORMALIZE:
             A, B = reach(p, K, n)
             S = in_range_mass(n, f, A, B)
-        s = x / S if r > 1.0 else 0.0
+        s = x / S * (1.0 if r > 1.0 else 0.0)  # S >= 1: a select, not a branch
         a = f * s
         c = s - a
         q = p - n
