@@ -420,7 +420,7 @@ class _Descent:
         gtv = (float(self.g_tv.mean()), float(self.g_tv.var())) if self.tv > 0 and log \
             else (0.0, 0.0) if self.tv == 0 else (np.nan, np.nan)
         values = (loss, self.D, H, *self.stats,
-                  float(Y.sum()) / self.x_total if self.x_total else np.nan,
+                  float(Y.sum()) / self.x_total if log and self.x_total else np.nan,
                   self.TV, *gtv)
         snap = self.snapshot(self.m.copy(), self.r.copy(), Y, g_mse, self.out) if snapshot \
             else None
@@ -492,7 +492,8 @@ class _Lockstep:
                 self._place(run, slot)
                 slot += 1
         self.X_dev = self.send(self.X)
-        self.Y, self.dX, self.dR = (backend.empty(self.X.shape) for _ in range(3))
+        self.Y, self.dR = (backend.empty(self.X.shape) for _ in range(2))
+        self.dX = np.empty((0, 0, 0))  # dL/dX is never read: the CPU kernel skips it
 
     def _place(self, run, slot):
         run.slot = slot

@@ -389,3 +389,17 @@ def test_long_inputs_use_wide_tiles_with_the_same_results(mode):
         np.testing.assert_allclose(Y[..., part], specblur.blur(*args, mode=mode), rtol=1e-13, atol=0)
         for got, want in zip((dX, dr), specblur.blur_vjp(*args, G[..., part], mode=mode)):
             np.testing.assert_allclose(got[..., part], want, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_backward_kernel_skips_an_empty_dx(mode):
+    # fit passes an empty dX: the radius gradient must be the same, bit for bit
+    from specblur.kernels import MODE_CODES, cpu
+
+    rng = np.random.default_rng(3)
+    X, G = rng.random((2, 9, 70)), rng.standard_normal((2, 9, 70))
+    R = rng.uniform(0, 12, X.shape)
+    dX, dR, dR_alone = np.empty_like(X), np.empty_like(X), np.empty_like(X)
+    cpu.blur_backward(X, R, G, MODE_CODES[mode], dX, dR)
+    assert cpu.blur_backward(X, R, G, MODE_CODES[mode], np.empty((0, 0, 0)), dR_alone) == 0
+    np.testing.assert_array_equal(dR_alone, dR)

@@ -140,8 +140,10 @@ def blur_backward(X: np.ndarray, R: np.ndarray, G: np.ndarray, mode: int, dX: np
                   dR: np.ndarray) -> int:
     """Write the vector-Jacobian products of ``blur`` for cotangent ``G`` into ``dX``, ``dR``.
 
+    An empty ``dX`` (size 0, as ``fit`` passes: it learns the radii only) is not written.
     Returns the number of non-finite values in ``X``, ``R`` and ``G``.
     """
+    keep_dx = dX.size > 0
     bad = 0
     nb, K, T = X.shape
     tile, ntiles = _tiling(T)
@@ -162,7 +164,8 @@ def blur_backward(X: np.ndarray, R: np.ndarray, G: np.ndarray, mode: int, dX: np
                 g = np.float64(G[b, p, _col(t0, j)])
                 tile_bad += _non_finite(x) + _non_finite(r) + _non_finite(g)
                 gx, gr = bin_vjp(P0, P1, j, p, K, r, x, g, mode)
-                dX[b, p, _col(t0, j)] = gx
+                if keep_dx:
+                    dX[b, p, _col(t0, j)] = gx
                 dR[b, p, _col(t0, j)] = gr
         bad += tile_bad
     return bad
