@@ -1,14 +1,17 @@
-"""The CPU forward kernel against its previous form, a scatter into 2-D scratch.
+"""The CPU forward kernel against its previous scatter loop, into 2-D scratch.
 
     python benchmarks/bench_scatter.py [--K 257] [--T 501] [--repeat 60]
 
 ``cpu.blur_forward`` scatters each source's impulses into flat ``(K + 2) * tile`` scratch
 with unsigned indices (``cpu._at``), and sums its non-finite probe and each frame's
-given-away mass in separate loops. Until commit 797e92d it scattered into a 2-D
-``(K + 2, tile)`` array (``_scalar.scatter_source``, which the GPU kernel still uses), where
-Numba adds a wraparound select and a row multiply to every store, and it counted
-non-finite inputs and summed the mass inside the scatter loop. Both run here on the same inputs and
-outputs, timed alternately (best of ``--repeat``, one thread), and give the same values.
+given-away mass in separate loops. Up to commit 797e92d (before 8b2cccc) it scattered into
+a 2-D ``(K + 2, tile)`` array (``_scalar.scatter_source``, which the GPU kernel still uses),
+where Numba adds a wraparound select and a row multiply to every store, and it counted
+non-finite inputs and summed the mass inside the scatter loop. ``forward_2d`` below is
+that loop; both share today's per-bin formulas (``_scalar.impulses``, without the branch
+on ``r > 1`` that 797e92d had), so they must give the same values, which is asserted.
+Both are timed alternately on the same inputs and outputs (best of ``--repeat``, one
+thread).
 """
 import argparse
 
@@ -28,7 +31,7 @@ def forward_2d(X, R, mode, Y):
     """``cpu.blur_forward`` as it was: the impulses go into a 2-D ``(K + 2, tile)`` array."""
     nb, K, T = X.shape
     tile, ntiles = cpu._tiling(T)
-    keeps_total = mode != 0
+    keeps_total = mode != cpu.TRUNCATE
     bad = 0
     for job in prange(nb * ntiles):
         b, t0, width = cpu._tile(job, ntiles, T, tile)
@@ -88,6 +91,7 @@ def main():
             forward_2d(X, R, code, Y_2d)
             cpu.blur_forward(X, R, code, Y)
             diff = float(np.abs(Y - Y_2d).max())
+            assert diff == 0.0, f"the two forms differ by {diff}"
             old, new = alternate([lambda: forward_2d(X, R, code, Y),
                                   lambda: cpu.blur_forward(X, R, code, Y)], args.repeat)
             print(f"{label:9} {mode:11} {old * 1e3:11.3f} {new * 1e3:7.3f} {new / old:8.2f} "

@@ -493,6 +493,7 @@ class _Lockstep:
                 slot += 1
         self.X_dev = self.send(self.X)
         self.Y, self.dR = (backend.empty(self.X.shape) for _ in range(2))
+        assert device == "cpu", "the GPU has its own driver (_cuda_lockstep)"
         self.dX = np.empty((0, 0, 0))  # dL/dX is never read: the CPU kernel skips it
 
     def _place(self, run, slot):

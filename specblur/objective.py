@@ -129,7 +129,7 @@ _MAGNITUDE = 0x7FFFFFFFFFFFFFFF
 def _block_sums(ga, gb, m, r, unit, ca, cb, cm):
     """Sums and sums of squares of ``ga - ca``, ``gb - cb`` and ``m - cm`` over a block,
     the counts of ``r <= 1`` (``m`` itself when ``unit``) and ``m < 0``, and the minimum
-    and maximum of ``m`` (non-empty, no NaN).
+    and maximum of ``m`` (non-empty, no NaN; -0.0 counts as below 0.0).
 
     Compiled apart from :func:`descend` with reassociation allowed, so that the sums
     vectorise; the result depends on the block alone, not on the number of threads.
@@ -189,15 +189,24 @@ def _split(b):
             normal)
 
 
-@jit(reassociate=True)
+@jit
 def _sum_log(a):
-    """``sum(log(a))`` for ``a >= 0`` (or NaN), with few logarithms and vectorised loops.
+    """``sum(log(a))`` for ``a >= 0`` (or NaN), with few logarithms and vectorised loops:
+    :func:`_sum_log_lanes`, or :func:`_sum_log_each` for a block it cannot take."""
+    h, taken = _sum_log_lanes(a)
+    return h if taken else _sum_log_each(a)
+
+
+@jit(reassociate=True)
+def _sum_log_lanes(a):
+    """``(sum(log(a)), True)``, or ``(0, False)`` if ``a`` needs :func:`_sum_log_each`.
 
     Each of ``_LANES`` lanes multiplies its values, and after every ``_GROUP`` of them
     moves its product's exponent into an integer sum (:func:`_split`); one logarithm per
-    lane at the end. If a value lies outside ``[2**-60, 2**60]``, where a partial product
-    could leave the normal range, or is zero, infinite or NaN, the block is summed by
-    :func:`_sum_log_each` instead.
+    lane at the end. A value outside ``[2**-60, 2**60]``, where a partial product could
+    leave the normal range (zero and infinity among them), sends the block to
+    :func:`_sum_log_each`; so does NaN, which fails no comparison but makes its lane's
+    product NaN. The last ``size % (_LANES * _GROUP)`` values take their own logarithm.
     """
     n = a.size
     step = _LANES * _GROUP
@@ -218,13 +227,13 @@ def _sum_log(a):
             bits[lane] = mantissa
             wild |= not normal
     if wild:
-        return _sum_log_each(a)
+        return 0.0, False
     h = exponents * math.log(2.0)
     for lane in range(_LANES):
         h += math.log(prod[lane])
     for k in range(whole, n):
         h += _bin_log(a[k])
-    return h
+    return h, True
 
 
 @jit(reassociate=True)

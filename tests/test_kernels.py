@@ -318,6 +318,23 @@ def test_non_finite_rejected(bad, which, dtype, where, mode):
             specblur.blur(X, r, mode=mode, device="cpu")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("radius", [0.5, 1.0, 3.0])
+@pytest.mark.parametrize("mode", MODES)
+def test_non_finite_seen_in_any_batch_item(bad, radius, mode):
+    """A bad value in the second item of a (B, K, T) stack, also at a radius <= 1 (no blur)."""
+    from specblur.kernels import MODE_CODES, cpu
+
+    X, R = np.ones((2, 5, 70)), np.full((2, 5, 70), radius)
+    X[1, 3, 40] = bad
+    assert cpu.blur_forward(X, R, MODE_CODES[mode], np.empty_like(X)) > 0
+    assert cpu.blur_backward(X, R, np.ones_like(X), MODE_CODES[mode], np.empty_like(X),
+                             np.empty_like(X)) > 0
+    X[1, 3, 40] = 1.0
+    R[1, 0, 69] = bad
+    assert cpu.blur_forward(X, R, MODE_CODES[mode], np.empty_like(X)) > 0
+
+
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_complex_rejected(which):
     args = list(_ok())
@@ -401,5 +418,7 @@ def test_backward_kernel_skips_an_empty_dx(mode):
     R = rng.uniform(0, 12, X.shape)
     dX, dR, dR_alone = np.empty_like(X), np.empty_like(X), np.empty_like(X)
     cpu.blur_backward(X, R, G, MODE_CODES[mode], dX, dR)
-    assert cpu.blur_backward(X, R, G, MODE_CODES[mode], np.empty((0, 0, 0)), dR_alone) == 0
+    sentinel = np.full((3,) + X.shape[1:], 7.0)  # an unchecked write into dX would land here
+    assert cpu.blur_backward(X, R, G, MODE_CODES[mode], sentinel[:0], dR_alone) == 0
     np.testing.assert_array_equal(dR_alone, dR)
+    assert (sentinel == 7.0).all()

@@ -787,6 +787,12 @@ def test_block_log_sum_and_range_match_numpy(odd, decades):
             logs = np.log(a)
             want = logs.sum()
         got = objective._sum_log(a)
+        # the lane path takes every block whose lanes see in-range values only (else it
+        # is only slower); the last size % 128 values take their own logarithm
+        lanes = a[:size - size % 128]
+        in_range = ((lanes >= 2.0 ** -60) & (lanes <= 2.0 ** 60)).all()  # False for NaN
+        assert objective._sum_log_lanes(a)[1] == in_range
+        assert in_range or decades == 30 or odd is not None
         if np.isfinite(want):
             assert abs(got - want) <= 1e-13 * np.abs(logs).sum()
         else:
@@ -795,6 +801,12 @@ def test_block_log_sum_and_range_match_numpy(odd, decades):
         sums = objective._block_sums(m, m, m, m, True, 0.0, 0.0, 0.0)
         assert sums[8:] == (m.min(), m.max())
         assert sums[6:8] == ((m <= 1).sum(), (m < 0).sum())
+    for m in ([-0.0, 0.0, 5.0], [0.0, -0.0], [np.inf, -1.0], [-np.inf, 2.0], [5e-324, -5e-324],
+              [-3.0, -2.0, -7.5]):
+        m = np.array(m)
+        lo, hi = objective._block_sums(m, m, m, m, True, 0.0, 0.0, 0.0)[8:]
+        assert (lo, hi) == (m.min(), m.max())
+        assert np.signbit(lo) == np.signbit(m[np.argmin(m)]) or lo == 0.0
 
 
 def test_block_log_sum_survives_a_subnormal_partial_product():

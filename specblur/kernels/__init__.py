@@ -33,7 +33,8 @@ class Backend:
         ``"cpu"`` or ``"cuda"``.
     kernels : module
         ``blur_forward(X, R, mode_code, Y)`` and ``blur_backward(X, R, G, mode_code, dX, dR)``;
-        the CPU's return the number of non-finite values among their inputs, the GPU's None.
+        the CPU's return a count that is non-zero exactly when an input has a non-finite
+        value (the forward kernel counts frames, the backward kernel values), the GPU's None.
     send, fetch : callable
         Host array to the device's array type, and back (identities on the CPU).
     empty : callable

@@ -4,8 +4,9 @@
 ``_numba.jit(inline="always")`` and ``gpu.py`` ``numba.cuda.jit(device=True)``, so both devices run
 the same formulas. All quantities are float64; counts and positions stay floats until
 they are clamped, so radii far beyond any integer range cannot overflow. There are no
-data-dependent branches, only selects: a source with ``r <= 1`` gives no impulses and
-keeps its value, so such bins are reproduced exactly.
+data-dependent branches, only selects: a source with ``r <= 1`` gives impulses of value 0
+and keeps its value, so such bins are reproduced exactly (for finite input; an infinite
+or NaN ``x`` makes its impulses NaN, and callers reject such input).
 
 Notation (SPEC §3): ``n = ceil(r) - 1``, ``f = r - n`` in ``(0, 1]`` and
 ``S = (2n + 1) r - n (n + 1) = n (n + 2 f) + f``; the second form avoids cancellation.
@@ -74,6 +75,16 @@ def build(jit: Callable) -> SimpleNamespace:
         return (n + f) + side_mass(n, f, A) + side_mass(n, f, B)
 
     @jit
+    def given(r, x, S):
+        """``s = x / S``, the mass per unit weight a source gives away; 0 for ``r <= 1``.
+
+        ``S >= 1``, so the division is always safe: a multiply by 0 or 1 instead of a
+        conditional division, which LLVM compiled to a branch that mispredicts where radii
+        straddle 1.
+        """
+        return x / S * (1.0 if r > 1.0 else 0.0)
+
+    @jit
     def own_value(p, K, r, x, n, f, s, mode):
         """What source ``p`` keeps for itself, given its geometry and ``s = x / S``.
 
@@ -107,7 +118,7 @@ def build(jit: Callable) -> SimpleNamespace:
         if mode == RENORMALIZE:
             A, B = reach(p, K, n)
             S = in_range_mass(n, f, A, B)
-        s = x / S * (1.0 if r > 1.0 else 0.0)  # S >= 1: a select, not a branch
+        s = given(r, x, S)
         a = f * s
         c = s - a
         q = p - n
@@ -135,7 +146,7 @@ def build(jit: Callable) -> SimpleNamespace:
     def kept(p, K, r, x, mode):
         """What source ``p`` keeps for itself (the value ``scatter_source`` returns)."""
         n, f, S = geometry(r)
-        return own_value(p, K, r, x, n, f, x / S if r > 1.0 else 0.0, mode)
+        return own_value(p, K, r, x, n, f, given(r, x, S), mode)
 
     @jit
     def bin_vjp(P0, P1, col, p, K, r, x, g, mode):
@@ -201,5 +212,5 @@ def build(jit: Callable) -> SimpleNamespace:
 
     return SimpleNamespace(mass_scale=mass_scale, geometry=geometry, tail_mass=tail_mass,
                            side_mass=side_mass, reach=reach, in_range_mass=in_range_mass,
-                           own_value=own_value, impulses=impulses,
+                           given=given, own_value=own_value, impulses=impulses,
                            scatter_source=scatter_source, kept=kept, bin_vjp=bin_vjp)

@@ -14,10 +14,10 @@ of frames with any, the backward kernel the number of values): the public API re
 such input after the call, with no pass of its own.
 
 The forward kernel's scatter loop cannot vectorise, so it does nothing else: its six
-stores per bin go into flat scratch with unsigned indices (``_at``; with a 2-D array Numba
-adds a wraparound select and a row multiply to each), and the non-finite probe and the
-mass each frame gives away are summed in loops of their own, which vectorise. That made
-the kernel about a seventh faster (``benchmarks/bench_scatter.py``).
+stores per bin go into flat scratch with unsigned indices (``_at``: two row multiplies per
+bin, where a 2-D array cost a wraparound select and a multiply per store), and the
+non-finite probe and the mass each frame gives away are summed in loops of their own,
+which vectorise (``benchmarks/bench_scatter.py`` times the 2-D form beside it).
 """
 import numpy as np
 from numba import prange
