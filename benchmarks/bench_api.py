@@ -11,26 +11,13 @@ one big block is freed first so that glibc serves the MB-sized outputs from its 
 it does in any process that has run a longer computation.
 """
 import argparse
-import time
 
 import numba
 import numpy as np
 
 import specblur
 from specblur.kernels import MODE_CODES, cpu
-
-
-def alternate(fns, repeat):
-    """Best wall time of each of ``fns``, called in turn ``repeat`` times after a warm-up."""
-    best = [float("inf")] * len(fns)
-    for fn in fns:
-        fn()
-    for _ in range(repeat):
-        for k, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t)
-    return best
+from _timing import alternate
 
 
 def main():

@@ -18,7 +18,6 @@ import argparse
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,26 +25,16 @@ import numpy as np
 import specblur
 from specblur.audio import load_input
 from specblur.sweep.config import load_sweep
+from _timing import alternate
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def best_pair(batched, separate, repeat):
-    """Best wall times of the two callables, called alternately."""
-    best = [float("inf"), float("inf")]
-    for _ in range(repeat):
-        for i, fn in enumerate((batched, separate)):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
-
-
 def report(name, inputs, runs, repeat):
     specblur.fit_batch(inputs[:2], [dict(runs[0], epochs=1)] * 2)  # JIT and model warm-up
-    batched, separate = best_pair(lambda: specblur.fit_batch(inputs, runs),
-                                  lambda: [specblur.fit(X, **run) for X, run in zip(inputs, runs)],
-                                  repeat)
+    batched, separate = alternate([lambda: specblur.fit_batch(inputs, runs),
+                                   lambda: [specblur.fit(X, **run) for X, run in zip(inputs, runs)]],
+                                  repeat, warm=False)
     epochs = sum(run["epochs"] for run in runs)
     print(f"{name}: fit_batch {batched:.2f} s, separate fits {separate:.2f} s, "
           f"{epochs / batched:.1f} against {epochs / separate:.1f} run-epochs/s: "

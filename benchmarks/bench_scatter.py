@@ -21,7 +21,7 @@ from numba import prange
 
 from specblur.kernels import cpu
 from specblur.kernels._numba import parallel_jit
-from bench_api import alternate
+from _timing import alternate
 
 _scatter_2d = cpu._bins.scatter_source
 
