@@ -89,8 +89,9 @@ class CudaLockstep:
         self.X, self.M = cuda.to_device(X), cuda.to_device(M)
         self.R = cuda.to_device(np.ones(shape))  # padded frames keep r = 1, the identity
         self.G = cuda.to_device(np.zeros(shape))
-        self.M_next, self.DRDM, self.Y, self.dX, self.dR, self.G_mse, self.G_ent = (
-            cuda.device_array(shape) for _ in range(7))
+        self.M_next, self.DRDM, self.Y, self.dR, self.G_mse, self.G_ent = (
+            cuda.device_array(shape) for _ in range(6))
+        self.dX = cuda.device_array((0, 0, 0))  # dL/dX is never read: the kernel skips it
         self.d2 = cuda.device_array((B, K + 2, T))
         self.P0, self.P1 = (cuda.device_array((B, K + 1, T)) for _ in range(2))
         dummy = (1, 1, 1)

@@ -106,6 +106,23 @@ def test_large_K_totals_cuda_match_cpu(mode):
     assert_agree(Y, specblur.blur(X, r, mode=mode, device="cpu"), np.float64)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_backward_kernel_skips_an_empty_dx(mode):
+    """The GPU lockstep passes an empty dX: dR must be the same, and nothing lands behind it."""
+    from specblur.kernels import MODE_CODES, gpu
+
+    rng = np.random.default_rng(4)
+    X, G = rng.random((2, 6, 5)), rng.standard_normal((2, 6, 5))
+    R = rng.uniform(0, 8, X.shape)
+    args = [cuda.to_device(a) for a in (X, R, G)]
+    dX, dR, dR_alone = (cuda.device_array(X.shape) for _ in range(3))
+    gpu.blur_backward(*args, MODE_CODES[mode], dX, dR)
+    sentinel = cuda.to_device(np.full((3,) + X.shape[1:], 7.0))
+    gpu.blur_backward(*args, MODE_CODES[mode], sentinel[:0], dR_alone)
+    np.testing.assert_array_equal(dR_alone.copy_to_host(), dR.copy_to_host())
+    assert (sentinel.copy_to_host() == 7.0).all()
+
+
 # --- fits on the device (issue 12 part 4): the whole epoch on the GPU --------------------
 
 from test_batch import assert_same_result, spectrogram  # noqa: E402

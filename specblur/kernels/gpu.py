@@ -63,6 +63,7 @@ def _backward_kernel(X, R, G, mode, P0, P1, dX, dR):
     b, t = _frame(T)
     if b >= nb:
         return
+    keep_dx = dX.shape[0] > 0
     p0 = P0[b]
     p1 = P1[b]
     s0 = 0.0
@@ -80,7 +81,8 @@ def _backward_kernel(X, R, G, mode, P0, P1, dX, dR):
             p0, p1, t, p, K, np.float64(R[b, p, t]), np.float64(X[b, p, t]),
             np.float64(G[b, p, t]), mode,
         )
-        dX[b, p, t] = gx
+        if keep_dx:
+            dX[b, p, t] = gx
         dR[b, p, t] = gr
 
 
@@ -108,6 +110,9 @@ def blur_forward(X, R, mode: int, Y, d2=None) -> None:
 
 def blur_backward(X, R, G, mode: int, dX, dR, P0=None, P1=None) -> None:
     """Write the vector-Jacobian products of ``blur`` into ``dX`` and ``dR`` (device arrays).
+
+    An empty ``dX`` (size 0, as the GPU lockstep passes: it learns the radii only) is not
+    written, which saves a store per bin.
 
     ``P0`` and ``P1`` are float64 scratch of shape ``(B, K + 1, T)``, allocated here if None.
     """
