@@ -15,8 +15,8 @@ from .errors import SpecblurError
 from .kernels import for_device, mode_code
 from .models import call_key, check_model_input, make_model
 from .schema import HISTORY_COLUMNS, SR, STATS
-from .settings import (Param, Settings, check_m_init, check_scale_min, resolve,
-                       resolved_r_max)
+from .settings import (Param, Settings, check_device, check_m_init, check_scale_min,
+                       resolve, resolved_r_max)
 
 __all__ = ["FitResult", "fit", "fit_batch"]
 
@@ -181,10 +181,8 @@ def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = 
 
 def _lockstep(items, device):
     """The lockstep driver of ``device``: :class:`_Lockstep`, or the GPU's for ``"cuda"``."""
+    check_device((item.cfg for item in items), device, "", "use device 'cpu' for it")
     if device == "cuda":
-        if any(item.cfg.scale_min is not None for item in items):
-            raise SpecblurError("scale_min (multi-scale training) runs on the CPU only; "
-                                "use device 'cpu' for it")
         from ._cuda_lockstep import CudaLockstep
 
         return CudaLockstep(items, _Descent)
@@ -493,8 +491,7 @@ class _Lockstep:
                 slot += 1
         self.X_dev = self.send(self.X)
         self.Y, self.dR = (backend.empty(self.X.shape) for _ in range(2))
-        assert device == "cpu", "the GPU has its own driver (_cuda_lockstep)"
-        self.dX = np.empty((0, 0, 0))  # dL/dX is never read: the CPU kernel skips it
+        self.dX = backend.empty((0, 0, 0))  # dL/dX is never read: the kernel skips it
 
     def _place(self, run, slot):
         run.slot = slot

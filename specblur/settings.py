@@ -11,16 +11,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Optional
+from typing import Iterable, Optional
 
 from ._checks import check_keys, to_choice, to_float, to_int
 from .errors import SpecblurError
 from .kernels import MODES, PARAM_CODES
 from .models import validate_model_spec
 
-__all__ = ["ENTROPY_REDUCE", "ID_NEUTRAL", "LAMBDA_ON", "MSE_NORM", "OPTIMIZERS", "PARAMS", "Param",
-           "SETTINGS", "Settings", "check_m_init", "check_scale_min", "resolve",
-           "resolved_r_max"]
+__all__ = ["ENTROPY_REDUCE", "ID_NEUTRAL", "ID_ONLY_WITH", "LAMBDA_ON", "MSE_NORM", "OPTIMIZERS",
+           "PARAMS", "Param", "SETTINGS", "Settings", "check_device", "check_m_init",
+           "check_scale_min", "resolve", "resolved_r_max"]
 
 #: More updates than this is a typo, not a run (1e8 epochs of a 4 s clip take months).
 MAX_EPOCHS = 10 ** 8
@@ -31,6 +31,9 @@ MSE_NORM = ("none", "ref")
 #: Settings added after the first release (SPEC §9). At their defaults they are left out of
 #: the run id (:func:`specblur.sweep.config.make_run_id`), so older sweeps keep their ids.
 ID_NEUTRAL = ("r_max", "tv", "tv_delta", "mse_norm", "scale_min", "scale_p")
+#: Settings that mean nothing without another one: left out of the run id while that other
+#: setting is None (``scale_p`` alone does not change a single-scale fit).
+ID_ONLY_WITH = {"scale_p": "scale_min"}
 
 
 class Param(enum.IntEnum):
@@ -234,6 +237,14 @@ def _check_scales(out: dict, where: str) -> None:
                             f"got param {out['param']!r}"
                             + (" without r_max" if param.takes_r_max else ""))
     check_scale_min(lo, out["r_max"], where)
+
+
+def check_device(settings: Iterable[Settings], device: str, where: str, hint: str) -> None:
+    """Multi-scale training (SPEC §9.6) runs on the CPU only: refuse ``"cuda"`` for runs
+    with ``scale_min``, with ``hint`` on what to do instead."""
+    if device == "cuda" and any(s.scale_min is not None for s in settings):
+        raise SpecblurError(f"{where}scale_min (multi-scale training) runs on the CPU only; "
+                            f"{hint}")
 
 
 def check_scale_min(scale_min: float | None, r_max: float | None, where: str) -> None:

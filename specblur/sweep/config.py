@@ -21,8 +21,8 @@ from .._checks import check_keys, suggest, to_choice, to_int, to_mapping
 from ..errors import SpecblurError
 from ..models import check_model_input
 from ..schema import STORE_DTYPE, STORE_DTYPES
-from ..settings import (ID_NEUTRAL, SETTINGS, Settings, check_m_init, check_scale_min,
-                        resolve, resolved_r_max)
+from ..settings import (ID_NEUTRAL, ID_ONLY_WITH, SETTINGS, Settings, check_m_init,
+                        check_scale_min, resolve, resolved_r_max)
 from .evaluate import check_config as check_evaluate
 from .inputs import INPUT_KEYS, Input, expand_inputs, split_grid
 
@@ -207,15 +207,15 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             if clash:
                 raise SpecblurError(
                     f"{where}: runs[{i}] and grid both set {clash!r}; set it in one place")
+            origin = _origin(where, raw, i, point)
             for seed in seeds:
                 merged = _merge(_merge(_merge(base, entry), point), {"seed": seed})
-                settings = resolve(merged, where=_origin(where, raw, i, point))
+                settings = resolve(merged, where=origin)
                 check_model_input(settings.model, sr=inp["sr"], n_fft=inp["n_fft"],
                                   hop=inp["hop"], where=f"{where}: runs[{i}]")
                 r_max = resolved_r_max(settings, inp["n_fft"] // 2 + 1)
-                check_m_init(settings.m_init, settings.param_kind, r_max,
-                             _origin(where, raw, i, point))
-                check_scale_min(settings.scale_min, r_max, _origin(where, raw, i, point))
+                check_m_init(settings.m_init, settings.param_kind, r_max, origin)
+                check_scale_min(settings.scale_min, r_max, origin)
                 for source in inputs:  # each input x each settings point is one run
                     run_id = make_run_id(settings, source.sha256, source.settings)
                     if run_id not in seen:
@@ -247,10 +247,10 @@ def make_run_id(settings: Mapping, input_sha256: str, input_settings: dict) -> s
     inp = {k: v for k, v in input_settings.items()
            if k not in ("audio", "spectrogram", "segments")}
     # settings added after the first release count only when they differ from their default
-    settings = {k: v for k, v in settings.items()
-                if not (k in ID_NEUTRAL and v == SETTINGS[k][1])
-                and not (k == "scale_p" and settings.get("scale_min") is None)}
-    blob = json.dumps([settings, input_sha256, inp], sort_keys=True, separators=(",", ":"))
+    kept = {k: v for k, v in settings.items()
+            if not (k in ID_NEUTRAL and v == SETTINGS[k][1])
+            and not (k in ID_ONLY_WITH and settings.get(ID_ONLY_WITH[k]) is None)}
+    blob = json.dumps([kept, input_sha256, inp], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -21,7 +21,7 @@ from ..fitting import fit_batch
 from ..models import make_model
 from ..schema import (AUTO_BATCH_KINDS, BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH,
                       METRICS, STORE_DTYPE)
-from ..settings import Settings
+from ..settings import Settings, check_device
 from . import results
 from .config import Sweep
 from .evaluate import stale_faithfulness, write_sweep_faithfulness
@@ -194,9 +194,8 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike = "results", jobs: int = 1, d
     """
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise SpecblurError(f"batch must be a positive integer or None, got {batch!r}")
-    if device == "cuda" and any(run.settings.scale_min is not None for run in sweep.runs):
-        raise SpecblurError(f"{sweep.path.name}: scale_min (multi-scale training) runs on the "
-                            "CPU only; run this sweep with --device cpu")
+    check_device((run.settings for run in sweep.runs), device, f"{sweep.path.name}: ",
+                 "run this sweep with --device cpu")
     folder = Path(out) / sweep.name
     # each input once, in this process; this checks them before anything is written
     specs = {inp.name: load_input(inp.settings) for inp in sweep.inputs}
