@@ -22,7 +22,6 @@ from specblur.sweep.results import (field_array, fields_frame, final_frame, read
                                     read_table_folder, write_table)
 from test_cli import sweep, write_wav
 
-SR = 8000
 # two runs: raw and softplus (whose r is not m), 5 updates, snapshots at 2, 4 and 5
 BODY = """\
 base:
