@@ -17,7 +17,7 @@ import numpy as np
 
 import specblur
 from specblur.kernels import MODE_CODES, cpu
-from _timing import alternate
+from _timing import alternate, raise_mmap_threshold
 
 
 def main():
@@ -36,7 +36,7 @@ def main():
     X3, R3, G3 = X[None], R[None], G[None]
     Y3, dX3, dR3 = (np.empty_like(X3) for _ in range(3))
     if not args.fresh_pages:
-        np.empty(4 << 20, dtype=np.uint8)  # allocated and freed: raises glibc's mmap threshold
+        raise_mmap_threshold()
     print(f"K={K} T={T} float64 threads={args.threads}; best of {args.repeat} alternating runs, ms")
     print(f"{'mode':11} {'raw fwd+vjp':>11} {'api fwd+vjp':>11} {'overhead':>9}")
     for mode, code in MODE_CODES.items():

@@ -14,7 +14,6 @@ the same process, best of ``--repeat`` each.
 """
 import argparse
 import math
-import time
 
 import numba
 import numpy as np
@@ -22,7 +21,7 @@ from numba import njit, prange
 
 import specblur
 from specblur.kernels import MODE_CODES, cpu
-from _timing import best_of
+from _timing import alternate, best_of, raise_mmap_threshold
 
 
 @njit(parallel=True, cache=True)
@@ -104,7 +103,7 @@ def main():
         torch = None
 
     stream = _streaming(X, G)
-    _raise_mmap_threshold()
+    raise_mmap_threshold()
 
     radii = {"U(1,3)": (1, 3), "U(0,2K)": (0, 2 * K), "U(0,4K)": (0, 4 * K)}
     threads = sorted({1, numba.config.NUMBA_NUM_THREADS})
@@ -155,17 +154,6 @@ def _streaming(X, G):
     return stream
 
 
-def _raise_mmap_threshold():
-    """Free one big mmapped block, so that glibc serves MB-sized arrays from its heap.
-
-    glibc serves the 1 MB temporaries with mmap (page faults, ~1 ms here) until a larger
-    mmapped block has been freed, which raises its threshold; any longer computation has
-    done that already, so do it once here.
-    """
-    del_me = np.empty(4 << 20, dtype=np.uint8)
-    del del_me
-
-
 def api_ratio(K, T, repeat):
     """Public ``blur`` + ``blur_vjp`` against the streaming pass, alternating, one thread."""
     numba.set_num_threads(1)
@@ -174,20 +162,14 @@ def api_ratio(K, T, repeat):
     G = rng.standard_normal((K, T))
     R = rng.uniform(0, 2 * K, (K, T))
     stream = _streaming(X, G)
-    _raise_mmap_threshold()
+    raise_mmap_threshold()
     print(f"K={K} T={T} float64, one thread, radii U(0,2K); best of {repeat} alternating runs")
     print(f"{'mode':11} {'stream ms':>9} {'api ms':>8} {'api/s':>7}")
     for mode in MODE_CODES:
         def api():
             specblur.blur(X, R, mode=mode)
             specblur.blur_vjp(X, R, G, mode=mode)
-        best = [float("inf")] * 2
-        stream(), api()
-        for _ in range(repeat):
-            for k, fn in enumerate((stream, api)):
-                t = time.perf_counter()
-                fn()
-                best[k] = min(best[k], time.perf_counter() - t)
+        best = alternate([stream, api], repeat)
         print(f"{mode:11} {best[0] * 1e3:9.3f} {best[1] * 1e3:8.3f} {best[1] / best[0]:7.2f}")
 
 

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 import specblur
-from _timing import best_of
+from _timing import best_of, raise_mmap_threshold
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,8 +104,7 @@ def spin(seconds):
 
 def _call():
     numba.set_num_threads(1)
-    np.empty(4 << 20, dtype=np.uint8)  # freed at once: glibc then serves the outputs from its
-    # heap, as in any process that has run a while, instead of fresh pages (bench_api.py)
+    raise_mmap_threshold()
     spec = specblur.Spectrogram.from_audio(ROOT / "data" / "arctic_a0007.wav", sr=16000,
                                            n_fft=512, hop=128)
     X = spec.mag
