@@ -1,17 +1,24 @@
-"""The CPU forward kernel against its previous scatter loop, into 2-D scratch.
+"""The CPU forward kernel against its two earlier scatter loops.
 
     python benchmarks/bench_scatter.py [--K 257] [--T 501] [--repeat 60]
 
-``cpu.blur_forward`` scatters each source's impulses into flat ``(K + 2) * tile`` scratch
-with unsigned indices (``cpu._at``), and sums its non-finite probe and each frame's
-given-away mass in separate loops. Up to commit 797e92d (before 8b2cccc) it scattered into
-a 2-D ``(K + 2, tile)`` array (``_scalar.scatter_source``, which the GPU kernel still uses),
-where Numba adds a wraparound select and a row multiply to every store, and it counted
-non-finite inputs and summed the mass inside the scatter loop. ``forward_2d`` below is
-that loop; both share today's per-bin formulas (``_scalar.impulses``, without the branch
-on ``r > 1`` that 797e92d had), so they must give the same values, which is asserted.
-Both are timed alternately on the same inputs and outputs (best of ``--repeat``, one
-thread).
+``cpu.blur_forward`` handles one row of sources in two loops over the tile's frames: one
+that vectorises (the per-bin formulas, the impulses at fixed rows, the non-finite probe
+and the given-away mass, and the flat indices of the other impulses) and one that only
+scatters four impulses per source. Two earlier forms are timed beside it:
+
+- ``one_loop`` (commits 8b2cccc to b2cba0b): flat ``(K + 2) * tile`` scratch with
+  unsigned indices, but the formulas and all six stores per source in one scalar loop,
+  and the probe and the mass in passes of their own;
+- ``two_d`` (up to 797e92d): the same single loop into a 2-D ``(K + 2, tile)`` array
+  (``_scalar.scatter_source``, which the GPU kernel still uses), where Numba adds a
+  wraparound select and a row multiply to every store, with the non-finite count and the
+  mass summed inside the loop.
+
+All three share today's per-bin formulas (``_scalar.impulses``) and running sums
+(``_integrate`` below, as in the kernel). They add the impulses in different orders, so
+their outputs must agree to rounding, which is asserted. They are timed alternately on the
+same inputs and outputs (best of ``--repeat``, one thread).
 """
 import argparse
 
@@ -20,18 +27,17 @@ import numpy as np
 from numba import prange
 
 from specblur.kernels import MODE_CODES, cpu
-from specblur.kernels._numba import parallel_jit
+from specblur.kernels._numba import jit, parallel_jit
 from _timing import alternate
 
 _scatter_2d = cpu._bins.scatter_source
 
 
 @parallel_jit
-def forward_2d(X, R, mode, Y):
-    """``cpu.blur_forward`` as it was: the impulses go into a 2-D ``(K + 2, tile)`` array."""
+def two_d(X, R, mode, Y):
+    """The forward kernel up to 797e92d: one loop, 2-D scratch."""
     nb, K, T = X.shape
     tile, ntiles = cpu._tiling(T)
-    keeps_total = mode != cpu.TRUNCATE
     bad = 0
     for job in prange(nb * ntiles):
         b, t0, width = cpu._tile(job, ntiles, T, tile)
@@ -48,30 +54,78 @@ def forward_2d(X, R, mode, Y):
                 own[p, j] = kept
                 sent[j] += x - kept
         bad += tile_bad
-        slope = np.zeros(tile)
-        value = np.zeros(tile)
-        if not keeps_total:
-            for i in range(K):
-                for j in range(width):
-                    slope[j] += d2[i, j]
-                    value[j] += slope[j]
-                    Y[b, i, cpu._col(t0, j)] = value[j] + own[i, j]
-            continue
-        received = np.zeros(tile)
-        spread = np.zeros(tile)
-        for i in range(K):
-            for j in range(width):
-                slope[j] += d2[i, j]
-                value[j] += slope[j]
-                d2[i, j] = value[j]
-                received[j] += value[j]
-                spread[j] += abs(value[j])
-        for j in range(width):
-            value[j] = cpu.mass_scale(sent[j], received[j], spread[j])
-        for i in range(K):
-            for j in range(width):
-                Y[b, i, cpu._col(t0, j)] = own[i, j] + d2[i, j] * value[j]
+        _integrate(d2.reshape(-1), own, sent, mode, tile, width, Y[b, :, t0:t0 + width])
     return bad
+
+
+@parallel_jit
+def one_loop(X, R, mode, Y):
+    """The forward kernel from 8b2cccc to b2cba0b: one loop, flat scratch."""
+    nb, K, T = X.shape
+    tile, ntiles = cpu._tiling(T)
+    bad = 0
+    for job in prange(nb * ntiles):
+        b, t0, width = cpu._tile(job, ntiles, T, tile)
+        d2 = np.zeros((K + 2) * tile)
+        own = np.empty((K, tile))
+        probe = np.zeros(tile)
+        for p in range(K):
+            for j in range(width):
+                probe[j] += 0.0 * X[b, p, cpu._col(t0, j)] + 0.0 * R[b, p, cpu._col(t0, j)]
+        for j in range(width):
+            bad += cpu._non_finite(probe[j])
+        for p in range(K):
+            mid = cpu._at(p + 1.0, tile, 0)
+            for j in range(width):
+                r = np.float64(R[b, p, cpu._col(t0, j)])
+                x = np.float64(X[b, p, cpu._col(t0, j)])
+                lo0, lo1, hi, v_lo0, v_lo1, v_edge, v_mid, v_hi, v_hi1, kept = cpu.impulses(
+                    p, K, r, x, mode)
+                at_lo = cpu._at(lo0, tile, j)
+                at_hi = cpu._at(hi, tile, j)
+                d2[at_lo] += v_lo0
+                d2[at_lo + np.uint64(tile if lo1 > lo0 else 0)] += v_lo1
+                d2[np.uint64(tile + j)] += v_edge
+                d2[mid + np.uint64(j)] += v_mid
+                d2[at_hi] += v_hi
+                d2[at_hi + np.uint64(tile)] += v_hi1
+                own[p, j] = kept
+        sent = np.zeros(tile)
+        if mode != cpu.TRUNCATE:
+            for p in range(K):
+                for j in range(width):
+                    sent[j] += np.float64(X[b, p, cpu._col(t0, j)]) - own[p, j]
+        _integrate(d2, own, sent, mode, tile, width, Y[b, :, t0:t0 + width])
+    return bad
+
+
+@jit(inline="always")
+def _integrate(d2, own, sent, mode, tile, width, Y):
+    """The kernel's running sums of flat ``(K + 2, tile)`` impulses into ``Y`` (K, width)."""
+    K = Y.shape[0]
+    slope = np.zeros(tile)
+    value = np.zeros(tile)
+    if mode == cpu.TRUNCATE:
+        for i in range(K):
+            for j in range(width):
+                slope[j] += d2[i * tile + j]
+                value[j] += slope[j]
+                Y[i, j] = value[j] + own[i, j]
+        return
+    received = np.zeros(tile)
+    spread = np.zeros(tile)
+    for i in range(K):
+        for j in range(width):
+            slope[j] += d2[i * tile + j]
+            value[j] += slope[j]
+            d2[i * tile + j] = value[j]
+            received[j] += value[j]
+            spread[j] += abs(value[j])
+    for j in range(width):
+        value[j] = cpu.mass_scale(sent[j], received[j], spread[j])
+    for i in range(K):
+        for j in range(width):
+            Y[i, j] = own[i, j] + d2[i * tile + j] * value[j]
 
 
 def main():
@@ -82,19 +136,24 @@ def main():
     numba.set_num_threads(1)
     rng = np.random.default_rng(0)
     X = rng.random((1, args.K, args.T))
-    Y, Y_2d = np.empty_like(X), np.empty_like(X)
+    forms = {"2-D": two_d, "one loop": one_loop, "now": cpu.blur_forward}
+    outputs = {name: np.empty_like(X) for name in forms}
     print(f"K={args.K} T={args.T}, one thread, best of {args.repeat} alternating runs, ms")
-    print(f"{'radii':9} {'mode':11} {'2-D scratch':>11} {'flat':>7} {'flat/2-D':>8}")
+    print(f"{'radii':9} {'mode':11} {'2-D':>7} {'one loop':>8} {'now':>7} {'now/2-D':>7} "
+          f"{'now/one loop':>12}")
     for label, high in (("U(0,2)", 2.0), ("U(0,10)", 10.0), ("U(0,2K)", 2.0 * args.K)):
         R = rng.uniform(0, high, X.shape)
         for mode, code in MODE_CODES.items():
-            forward_2d(X, R, code, Y_2d)
-            cpu.blur_forward(X, R, code, Y)
-            diff = float(np.abs(Y - Y_2d).max())
-            assert diff == 0.0, f"the two forms differ by {diff}"
-            old, new = alternate([lambda: forward_2d(X, R, code, Y),
-                                  lambda: cpu.blur_forward(X, R, code, Y)], args.repeat)
-            print(f"{label:9} {mode:11} {old * 1e3:11.3f} {new * 1e3:7.3f} {new / old:8.2f}")
+            for name, form in forms.items():
+                form(X, R, code, outputs[name])
+            scale = np.abs(outputs["now"]).max()
+            for name in ("2-D", "one loop"):
+                diff = float(np.abs(outputs[name] - outputs["now"]).max())
+                assert diff <= 1e-12 * scale, f"{name} differs from the kernel by {diff}"
+            t = alternate([lambda form=form, Y=Y: form(X, R, code, Y)
+                           for form, Y in zip(forms.values(), outputs.values())], args.repeat)
+            print(f"{label:9} {mode:11} {t[0] * 1e3:7.3f} {t[1] * 1e3:8.3f} {t[2] * 1e3:7.3f} "
+                  f"{t[2] / t[0]:7.2f} {t[2] / t[1]:12.2f}")
 
 
 if __name__ == "__main__":

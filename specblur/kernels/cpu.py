@@ -13,11 +13,14 @@ Both kernels report non-finite inputs as they read them (the forward kernel the 
 of frames with any, the backward kernel the number of values): the public API rejects
 such input after the call, with no pass of its own.
 
-The forward kernel's scatter loop cannot vectorise, so it does nothing else: its six
-stores per bin go into flat scratch with unsigned indices (``_at``: two row multiplies per
-bin, where a 2-D array cost a wraparound select and a multiply per store), and the
-non-finite probe and the mass each frame gives away are summed in loops of their own,
-which vectorise (``benchmarks/bench_scatter.py`` times the 2-D form beside it).
+The forward kernel works one row of sources at a time, in two loops over the tile's frames.
+The first vectorises: it computes every source's impulses (``_scalar.impulses``), adds
+those at fixed rows (row 1 and the row below the source) with contiguous stores, sums the
+non-finite probe and the mass each frame gives away, and stages the four impulses at
+data-dependent rows with their flat indices into the scratch (``_at``: unsigned, so no
+wraparound selects). The second only scatters those four, since indexed stores cannot
+vectorise; before 2026-12-01 one loop did both, and the formulas then ran scalar too
+(``benchmarks/bench_scatter.py`` times the earlier forms beside it).
 """
 import numpy as np
 from numba import prange
@@ -84,27 +87,44 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
         d2 = np.zeros((K + 2) * tile)  # flat (K + 2, tile): the scatter indexes it directly
         own = np.empty((K, tile))
         probe = np.zeros(tile)  # 0 * v is NaN exactly when v is NaN or infinite
-        for p in range(K):
-            for j in range(width):
-                probe[j] += 0.0 * X[b, p, _col(t0, j)] + 0.0 * R[b, p, _col(t0, j)]
-        for j in range(width):
-            bad += _non_finite(probe[j])
+        sent = np.zeros(tile)  # what the sources give away
+        # one row of sources: its impulses at data-dependent rows, staged for the scatter
+        at_lo = np.empty(tile, np.uint64)
+        at_lo1 = np.empty(tile, np.uint64)
+        at_hi = np.empty(tile, np.uint64)
+        v_lo0 = np.empty(tile)
+        v_lo1 = np.empty(tile)
+        v_hi = np.empty(tile)
+        v_hi1 = np.empty(tile)
+        edge = np.zeros(tile)  # the impulses at row 1, added after the last source
         for p in range(K):
             mid = _at(p + 1.0, tile, 0)
-            for j in range(width):
+            for j in range(width):  # vectorises: the formulas, and the stores at fixed rows
                 r = np.float64(R[b, p, _col(t0, j)])
                 x = np.float64(X[b, p, _col(t0, j)])
-                lo0, lo1, hi, v_lo0, v_lo1, v_edge, v_mid, v_hi, v_hi1, kept = impulses(
-                    p, K, r, x, mode)
-                at_lo = _at(lo0, tile, j)
-                at_hi = _at(hi, tile, j)
-                d2[at_lo] += v_lo0
-                d2[at_lo + np.uint64(tile if lo1 > lo0 else 0)] += v_lo1
-                d2[np.uint64(tile + j)] += v_edge
+                lo0, lo1, hi, a0, a1, v_edge, v_mid, h0, h1, kept = impulses(p, K, r, x, mode)
+                probe[j] += 0.0 * x + 0.0 * r
+                sent[j] += x - kept
+                at = _at(lo0, tile, j)
+                at_lo[j] = at
+                at_lo1[j] = at + np.uint64(tile if lo1 > lo0 else 0)
+                at_hi[j] = _at(hi, tile, j)
+                v_lo0[j] = a0
+                v_lo1[j] = a1
+                v_hi[j] = h0
+                v_hi1[j] = h1
+                edge[j] += v_edge
                 d2[mid + np.uint64(j)] += v_mid
-                d2[at_hi] += v_hi
-                d2[at_hi + np.uint64(tile)] += v_hi1
                 own[p, j] = kept
+            for j in range(width):  # the scatter, which cannot vectorise
+                d2[at_lo[j]] += v_lo0[j]
+                d2[at_lo1[j]] += v_lo1[j]
+                at = at_hi[j]
+                d2[at] += v_hi[j]
+                d2[at + np.uint64(tile)] += v_hi1[j]
+        for j in range(width):
+            d2[tile + j] += edge[j]
+            bad += _non_finite(probe[j])
         slope = np.zeros(tile)
         value = np.zeros(tile)
         if not keeps_total:
@@ -114,10 +134,6 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
                     value[j] += slope[j]
                     Y[b, i, _col(t0, j)] = value[j] + own[i, j]
             continue
-        sent = np.zeros(tile)  # what the sources give away
-        for p in range(K):
-            for j in range(width):
-                sent[j] += np.float64(X[b, p, _col(t0, j)]) - own[p, j]
         received = np.zeros(tile)
         spread = np.zeros(tile)
         for i in range(K):
