@@ -20,7 +20,7 @@ from .kernels import _terms
 from .kernels._numba import jit, parallel_jit
 from .settings import Param
 
-RAW, RELU, EXP = _terms.RAW, _terms.RELU, _terms.EXP
+RAW, RELU, SOFTPLUS, EXP = _terms.RAW, _terms.RELU, _terms.SOFTPLUS, _terms.EXP
 #: ``descend``'s optimiser codes.
 NO_STEP, SGD, ADAM = _terms.NO_STEP, _terms.SGD, _terms.ADAM
 
@@ -267,6 +267,58 @@ def _sum_log_each(a):
     return h
 
 
+@jit(error_model="numpy")
+def _block_step(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, optimizer, lr, beta1, beta2,
+                adam_eps, c1, c2, mom1, mom2, ga, gb, arg, m_next):
+    """:func:`descend`'s gradient parts and update on one block (views of its bins).
+
+    Writes ``g_mse`` into ``ga``, ``g_ent`` into ``gb`` and h's argument into ``arg``, and
+    the updated ``m`` into ``m_next``. Returns the number of arguments that are 0 and of
+    non-finite new values. Compiled apart from :func:`descend`, whose parallel loop body
+    kept LLVM from vectorising these loops.
+    """
+    size = m.size
+    g = np.empty(size)  # the whole gradient
+    # one loop per formula, with the code a constant, so that each vectorises
+    if code == RAW or code == RELU:  # the same entropy
+        zero = _gradient_parts(m, m, dr, m, RAW, True, eps, ent_scale, r_max, ga, gb, arg, g)
+    elif code == EXP:
+        zero = _gradient_parts(m, r, dr, drdm, EXP, False, eps, ent_scale, r_max, ga, gb, arg, g)
+    else:  # softplus and sigmoid share h = log(r + eps)
+        zero = _gradient_parts(m, r, dr, drdm, SOFTPLUS, False, eps, ent_scale, r_max, ga, gb,
+                               arg, g)
+    if g_tv.size > 0:
+        for k in range(size):
+            g[k] += g_tv[k]
+    bad = 0
+    if optimizer == ADAM:
+        for k in range(size):
+            new, mom1[k], mom2[k] = _adam(m[k], g[k], mom1[k], mom2[k], lr, beta1, beta2,
+                                          adam_eps, c1, c2)
+            m_next[k] = new
+            bad += not _finite(new)
+    elif optimizer != NO_STEP:
+        for k in range(size):
+            new = m[k] - lr * g[k]
+            m_next[k] = new
+            bad += not _finite(new)
+    return zero, bad
+
+
+@jit(inline="always")
+def _gradient_parts(m, r, dr, drdm, code, unit, eps, ent_scale, r_max, ga, gb, arg, g):
+    """:func:`_block_step`'s ``g_mse``, ``g_ent``, h's argument and their sum ``g``;
+    returns the number of arguments that are 0."""
+    zero = 0
+    for k in range(m.size):
+        drdmk = 1.0 if unit else drdm[k]
+        ga[k] = _g_mse(dr[k], drdmk, unit)
+        gb[k], arg[k] = _entropy_grad(m[k], r[k], drdmk, code, eps, ent_scale, r_max)
+        g[k] = ga[k] + gb[k]
+        zero += arg[k] == 0.0
+    return zero
+
+
 # a block's partial results: the shifted sums of g_mse, g_ent and m and of their squares,
 # counts of r <= 1 and m < 0, min and max of m, count of log(0) terms, sum of h, count
 # of non-finite new m
@@ -289,8 +341,9 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     still the state if the caller rejects the epoch. Adam updates ``mom1``, ``mom2`` in place.
 
     The sweep goes block by block (``BLOCK`` bins, in parallel), each block in a few tight
-    loops over block-sized scratch that the compiler can vectorise: the gradient parts,
-    the update, and on logged epochs the statistics and the entropy.
+    loops over block-sized scratch that the compiler can vectorise: the gradient parts and
+    the update (:func:`_block_step`), and on logged epochs the statistics
+    (:func:`_block_sums`) and the entropy (:func:`_sum_log`), each compiled apart.
 
     Returns ``(zero, H, bad)``: the number of bins whose entropy term is ``log(0) = -inf``
     (possible only with ``eps = 0``), ``sum h(m)`` (0 unless ``log``; :func:`_sum_log`) and
@@ -298,7 +351,6 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     """
     n = m.size
     unit = code == RAW or code == RELU
-    has_tv = g_tv.size > 0
     keep_mse = g_mse.size > 0
     keep_ent = g_ent.size > 0
     log_cap = math.log(r_max)
@@ -315,40 +367,15 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
         ga = np.empty(size)
         gb = np.empty(size)
         arg = np.empty(size)  # the argument a of h = log(a)
-        zero = 0
-        if unit:  # raw and relu (same entropy): a loop with no branch on the code
-            for k in range(size):
-                i = lo + k
-                mi = m[i]
-                ga[k] = dr[i]
-                gb[k], arg[k] = _entropy_grad(mi, mi, 1.0, RAW, eps, ent_scale, r_max)
-                zero += arg[k] == 0.0
-        else:
-            for k in range(size):
-                i = lo + k
-                drdmi = drdm[i]
-                ga[k] = _g_mse(dr[i], drdmi, False)
-                gb[k], arg[k] = _entropy_grad(m[i], r[i], drdmi, code, eps, ent_scale, r_max)
-                zero += arg[k] == 0.0
+        span = slice(lo, lo + size)
+        zero, bad = _block_step(
+            m[span], r[span], dr[span], drdm[span], g_tv[span], code, eps, ent_scale, r_max,
+            optimizer, lr, beta1, beta2, adam_eps, c1, c2, mom1[span], mom2[span], ga, gb,
+            arg, m_next[span])
         if keep_mse:
-            g_mse[lo:lo + size] = ga
+            g_mse[span] = ga
         if keep_ent:
-            g_ent[lo:lo + size] = gb
-        bad = 0
-        if optimizer == ADAM:
-            for k in range(size):
-                i = lo + k
-                g = ga[k] + gb[k] + (g_tv[i] if has_tv else 0.0)
-                new, mom1[i], mom2[i] = _adam(m[i], g, mom1[i], mom2[i], lr, beta1, beta2,
-                                              adam_eps, c1, c2)
-                m_next[i] = new
-                bad += not _finite(new)
-        elif optimizer != NO_STEP:
-            for k in range(size):
-                i = lo + k
-                new = m[i] - lr * (ga[k] + gb[k] + (g_tv[i] if has_tv else 0.0))
-                m_next[i] = new
-                bad += not _finite(new)
+            g_ent[span] = gb
         parts[blk, 10] = zero
         parts[blk, 12] = bad
         if not log:
