@@ -28,6 +28,7 @@ _bin = _terms.build(jit(inline="always"))
 _finite = _bin.finite
 _radius_of = _bin.radius_of
 _entropy_grad = _bin.entropy_grad
+_entropy_term = _bin.entropy_term
 _g_mse = _bin.g_mse
 _adam = _bin.adam
 _moments = _bin.moments
@@ -386,10 +387,10 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
          parts[blk, 9]) = _block_sums(ga, gb, mb, r[lo:lo + size] if not unit else mb, unit,
                                       ca, cb, cm)
         h = 0.0
-        if code == EXP:  # h(m) = min(m, log r_max)
+        if code == EXP:
             for k in range(size):
-                h += min(mb[k], log_cap)
-        else:  # h(m) = log(a)
+                h += _entropy_term(mb[k], arg[k], EXP, log_cap)
+        else:  # h(m) = log(a), with few logarithms
             h = _sum_log(arg)
         parts[blk, 11] = h
     total = np.zeros(_NPART)

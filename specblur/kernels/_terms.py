@@ -89,6 +89,13 @@ def build(jit: Callable) -> SimpleNamespace:
         return -ent_scale * drdmi / a, a
 
     @jit
+    def entropy_term(mi, a, code, log_cap):
+        """``h(m)`` at one bin (SPEC §7's table), from ``a``, the argument of its log that
+        :func:`entropy_grad` returns: ``min(m, log r_max)`` for exp (``log_cap = log
+        r_max``), else ``log(a)``."""
+        return min(mi, log_cap) if code == EXP else log(a)
+
+    @jit
     def g_mse(dr, drdm, unit):
         """``dL_mse/dm = dr dr/dm``; ``dr`` itself when ``unit`` (raw and relu)."""
         return dr if unit else dr * drdm
@@ -165,7 +172,7 @@ def build(jit: Callable) -> SimpleNamespace:
         return along_k, along_t, g
 
     return SimpleNamespace(finite=finite, exp=exp, log=log, radius_of=radius_of,
-                           entropy_grad=entropy_grad, g_mse=g_mse,
+                           entropy_grad=entropy_grad, entropy_term=entropy_term, g_mse=g_mse,
                            adam=adam, accumulate=accumulate, moments=moments,
                            log_radius=log_radius, dudr=dudr,
                            tv_bin=tv_bin)

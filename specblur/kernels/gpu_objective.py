@@ -42,7 +42,7 @@ _bin = _terms.build(cuda.jit(device=True))
 _finite = _bin.finite
 _radius_of = _bin.radius_of
 _entropy_grad = _bin.entropy_grad
-_log = _bin.log
+_entropy_term = _bin.entropy_term
 _g_mse = _bin.g_mse
 _adam = _bin.adam
 _accumulate = _bin.accumulate
@@ -50,7 +50,7 @@ _moments = _bin.moments
 _log_radius = _bin.log_radius
 _dudr = _bin.dudr
 _tv_bin = _bin.tv_bin
-RAW, RELU, EXP, SGD, ADAM = _terms.RAW, _terms.RELU, _terms.EXP, _terms.SGD, _terms.ADAM
+RAW, RELU, SGD, ADAM = _terms.RAW, _terms.RELU, _terms.SGD, _terms.ADAM
 
 #: True under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``).
 SIMULATOR = bool(config.ENABLE_CUDASIM)
@@ -343,7 +343,7 @@ def _descend_kernel(n, M, R, DRDM, DR, G_tv, mom1, mom2, Y, G_mse, G_ent, M_next
             G_ent[b, k, t] = gb
         zero += a == 0.0
         if log:
-            h += min(mi, log_cap) if code == EXP else _log(a)  # h(m), as in descend
+            h += _entropy_term(mi, a, code, log_cap)
             ysum += Y[b, k, t]
         s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max = _accumulate(
             s1a, s2a, s1b, s2b, s1m, s2m, ident, neg, m_min, m_max, ga, gb, mi, ri, ca, cb, m0)
