@@ -1,11 +1,14 @@
-"""The CPU forward kernel against its two earlier scatter loops.
+"""The CPU forward kernel against its two earlier forms.
 
     python benchmarks/bench_scatter.py [--K 257] [--T 501] [--repeat 60]
 
 ``cpu.blur_forward`` handles one row of sources in two loops over the tile's frames: one
 that vectorises (the per-bin formulas, the impulses at fixed rows, the non-finite probe
 and the given-away mass, and the flat indices of the other impulses) and one that only
-scatters four impulses per source. Two earlier forms are timed beside it:
+scatters four impulses per source. Its tiles are ``WIDE_TILE`` (128) frames wide while
+every thread still gets two (``cpu._forward_tiling``). Two earlier forms are timed
+beside it, both on the backward kernel's tiles (``cpu._tiling``: 32 frames below
+``WIDE_FROM``):
 
 - ``one_loop`` (commits 8b2cccc to b2cba0b): flat ``(K + 2) * tile`` scratch with
   unsigned indices, but the formulas and all six stores per source in one scalar loop,
@@ -16,9 +19,9 @@ scatters four impulses per source. Two earlier forms are timed beside it:
   mass summed inside the loop.
 
 All three share today's per-bin formulas (``_scalar.impulses``) and running sums
-(``_integrate`` below, as in the kernel). They add the impulses in different orders, so
-their outputs must agree to rounding, which is asserted. They are timed alternately on the
-same inputs and outputs (best of ``--repeat``, one thread).
+(``cpu._integrate``). They add the impulses in different orders, so their outputs must
+agree to rounding, which is asserted. They are timed alternately on the same inputs and
+outputs (best of ``--repeat``, one thread).
 """
 import argparse
 
@@ -27,7 +30,7 @@ import numpy as np
 from numba import prange
 
 from specblur.kernels import MODE_CODES, cpu
-from specblur.kernels._numba import jit, parallel_jit
+from specblur.kernels._numba import parallel_jit
 from _timing import alternate
 
 _scatter_2d = cpu._bins.scatter_source
@@ -54,7 +57,7 @@ def two_d(X, R, mode, Y):
                 own[p, j] = kept
                 sent[j] += x - kept
         bad += tile_bad
-        _integrate(d2.reshape(-1), own, sent, mode, tile, width, Y[b, :, t0:t0 + width])
+        cpu._integrate(d2.reshape(-1), own, sent, mode != cpu.TRUNCATE, tile, width, Y, b, t0)
     return bad
 
 
@@ -95,37 +98,8 @@ def one_loop(X, R, mode, Y):
             for p in range(K):
                 for j in range(width):
                     sent[j] += np.float64(X[b, p, cpu._col(t0, j)]) - own[p, j]
-        _integrate(d2, own, sent, mode, tile, width, Y[b, :, t0:t0 + width])
+        cpu._integrate(d2, own, sent, mode != cpu.TRUNCATE, tile, width, Y, b, t0)
     return bad
-
-
-@jit(inline="always")
-def _integrate(d2, own, sent, mode, tile, width, Y):
-    """The kernel's running sums of flat ``(K + 2, tile)`` impulses into ``Y`` (K, width)."""
-    K = Y.shape[0]
-    slope = np.zeros(tile)
-    value = np.zeros(tile)
-    if mode == cpu.TRUNCATE:
-        for i in range(K):
-            for j in range(width):
-                slope[j] += d2[i * tile + j]
-                value[j] += slope[j]
-                Y[i, j] = value[j] + own[i, j]
-        return
-    received = np.zeros(tile)
-    spread = np.zeros(tile)
-    for i in range(K):
-        for j in range(width):
-            slope[j] += d2[i * tile + j]
-            value[j] += slope[j]
-            d2[i * tile + j] = value[j]
-            received[j] += value[j]
-            spread[j] += abs(value[j])
-    for j in range(width):
-        value[j] = cpu.mass_scale(sent[j], received[j], spread[j])
-    for i in range(K):
-        for j in range(width):
-            Y[i, j] = own[i, j] + d2[i * tile + j] * value[j]
 
 
 def main():

@@ -204,7 +204,7 @@ class CudaLockstep:
         k = self.k
         state = self.state.copy_to_host()  # waits for the epoch's kernels
         seconds = time.perf_counter() - start
-        ended, final = [], {}
+        ended = []
         for run in list(active):
             row = state[run.slot]
             if row[k.S_DEAD] >= 0:  # it died at that epoch: a row of NaN there
@@ -217,12 +217,12 @@ class CudaLockstep:
             run.record(n, (values, snap), seconds, log)
             if last:
                 ended.append(run)
-                if snap is not None:  # the final fields, already on the host
-                    final[run] = snap["m"], snap["r"]
         if not ended:
             return
         for run in ended:
-            run.m, run.r = final.get(run) or (self._field(self.M, run), self._field(self.R, run))
+            snap = run.snapshots.get(n)  # the last epoch's fields, if already on the host
+            run.m, run.r = (snap["m"], snap["r"]) if snap is not None else \
+                (self._field(self.M, run), self._field(self.R, run))
             active.remove(run)
             self._leave(run, state)
         self.nslots = max((run.slot for run in active), default=-1) + 1

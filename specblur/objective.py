@@ -270,16 +270,15 @@ def _sum_log_each(a):
 
 @jit(error_model="numpy")
 def _block_step(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, optimizer, lr, beta1, beta2,
-                adam_eps, c1, c2, mom1, mom2, ga, gb, arg, m_next):
+                adam_eps, c1, c2, mom1, mom2, ga, gb, arg, g, m_next):
     """:func:`descend`'s gradient parts and update on one block (views of its bins).
 
-    Writes ``g_mse`` into ``ga``, ``g_ent`` into ``gb`` and h's argument into ``arg``, and
-    the updated ``m`` into ``m_next``. Returns the number of arguments that are 0 and of
+    Writes ``g_mse`` into ``ga``, ``g_ent`` into ``gb``, h's argument into ``arg``, the
+    whole gradient into ``g`` and the updated ``m`` into ``m_next``. Returns the number of arguments that are 0 and of
     non-finite new values. Compiled apart from :func:`descend`, whose parallel loop body
     kept LLVM from vectorising these loops.
     """
     size = m.size
-    g = np.empty(size)  # the whole gradient
     # one loop per formula, with the code a constant, so that each vectorises
     if code == RAW or code == RELU:  # the same entropy
         zero = _gradient_parts(m, m, dr, m, RAW, True, eps, ent_scale, r_max, ga, gb, arg, g)
@@ -344,7 +343,8 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     The sweep goes block by block (``BLOCK`` bins, in parallel), each block in a few tight
     loops over block-sized scratch that the compiler can vectorise: the gradient parts and
     the update (:func:`_block_step`), and on logged epochs the statistics
-    (:func:`_block_sums`) and the entropy (:func:`_sum_log`), each compiled apart.
+    (:func:`_block_sums`) and the entropy (:func:`_sum_log`; for exp a plain sum of
+    ``_terms.entropy_term``), each compiled apart but the last.
 
     Returns ``(zero, H, bad)``: the number of bins whose entropy term is ``log(0) = -inf``
     (possible only with ``eps = 0``), ``sum h(m)`` (0 unless ``log``; :func:`_sum_log`) and
@@ -368,11 +368,12 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
         ga = np.empty(size)
         gb = np.empty(size)
         arg = np.empty(size)  # the argument a of h = log(a)
+        g = np.empty(size)  # the whole gradient
         span = slice(lo, lo + size)
         zero, bad = _block_step(
             m[span], r[span], dr[span], drdm[span], g_tv[span], code, eps, ent_scale, r_max,
             optimizer, lr, beta1, beta2, adam_eps, c1, c2, mom1[span], mom2[span], ga, gb,
-            arg, m_next[span])
+            arg, g, m_next[span])
         if keep_mse:
             g_mse[span] = ga
         if keep_ent:

@@ -409,6 +409,26 @@ def test_long_inputs_use_wide_tiles_with_the_same_results(mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_forward_results_do_not_depend_on_the_tile_width(mode):
+    # the forward kernel takes WIDE_TILE frames per tile when every thread gets two, else
+    # narrower ones: 300 frames take 128 or 64 (one or two threads), 40 frames take 32
+    from specblur.kernels import MODE_CODES, cpu
+
+    rng = np.random.default_rng(5)
+    X = rng.random((1, 23, 300))
+    R = rng.uniform(0.0, 50.0, X.shape)
+    R[0, :, ::7] = rng.uniform(0.0, 1.0, (23, 43))
+    whole = np.empty_like(X)
+    cpu.blur_forward(X, R, MODE_CODES[mode], whole)
+    for lo in range(0, 300, 40):
+        part = np.s_[..., lo:lo + 40]
+        Xp, Rp = np.ascontiguousarray(X[part]), np.ascontiguousarray(R[part])
+        Yp = np.empty_like(Xp)
+        cpu.blur_forward(Xp, Rp, MODE_CODES[mode], Yp)
+        np.testing.assert_array_equal(Yp, whole[part])
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_backward_kernel_skips_an_empty_dx(mode):
     # fit passes an empty dX: the radius gradient must be the same, bit for bit
     from specblur.kernels import MODE_CODES, cpu

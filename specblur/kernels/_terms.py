@@ -78,6 +78,8 @@ def build(jit: Callable) -> SimpleNamespace:
         """``(g_ent, a)`` at one bin: ``-ent_scale dh/dm`` and the argument ``a`` of h's log.
 
         SPEC §7's table; above the cap ``r_max`` of softplus and exp ``h`` is constant.
+        Raw and relu share one formula, and so do softplus and sigmoid:
+        ``objective._block_step`` compiles one loop per formula and relies on that.
         """
         if code == RAW or code == RELU:
             a = abs(mi) + eps

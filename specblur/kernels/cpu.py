@@ -1,9 +1,11 @@
 """CPU blur kernels: ``numba.njit(parallel=True)`` over tiles of frames.
 
 Frequency is axis -2 of a C-ordered ``(B, K, T)`` array, so one frame is a strided column.
-The kernels work on tiles of ``TILE`` neighbouring frames (``WIDE_TILE`` for long inputs)
-and walk along frequency with the frames innermost, so every access to the arrays is
-contiguous. Each tile uses O(K * tile width) float64 scratch.
+The kernels work on tiles of neighbouring frames and walk along frequency with the frames
+innermost, so every access to the arrays is contiguous. The backward kernel's tiles are
+``TILE`` frames wide (``WIDE_TILE`` for long inputs); the forward kernel's are
+``WIDE_TILE`` wide unless that leaves fewer than two tiles per thread, since it writes the
+rows of ``Y`` faster in longer runs. Each tile uses O(K * tile width) float64 scratch.
 
 Frame indices are cast to unsigned (``_col``): Numba wraps negative signed indices
 around, and that select on ``t0 + j`` kept LLVM from vectorising the frame loops with plain
@@ -18,10 +20,12 @@ The first vectorises: it computes every source's impulses (``_scalar.impulses``)
 those at fixed rows (row 1 and the row below the source) with contiguous stores, sums the
 non-finite probe and the mass each frame gives away, and stages the four impulses at
 data-dependent rows with their flat indices into the scratch (``_at``: unsigned, so no
-wraparound selects). The second only scatters those four, since indexed stores cannot
-vectorise; before 2026-12-01 one loop did both, and the formulas then ran scalar too
-(``benchmarks/bench_scatter.py`` times the earlier forms beside it).
+wraparound selects; the fourth lies one row below the third). The second only scatters
+those four, since indexed stores cannot vectorise. From 8b2cccc to b2cba0b one loop did
+both, so the formulas ran scalar too (``benchmarks/bench_scatter.py`` times the earlier
+forms beside it).
 """
+import numba
 import numpy as np
 from numba import prange
 
@@ -61,6 +65,17 @@ def _tiling(T):
     return tile, (T + tile - 1) // tile
 
 
+def forward_tile(nb: int, T: int, threads: int) -> int:
+    """Frames per tile of the forward kernel: ``WIDE_TILE``, halved down to ``TILE`` while
+    there would be fewer than two tiles per thread. Wide tiles let the kernel write each
+    row of ``Y`` in longer runs, which costs less per bin (the backward kernel does not
+    gain from them). Every frame's result is the same for any tile width."""
+    tile = WIDE_TILE
+    while tile > TILE and nb * -(-T // tile) < 2 * threads:
+        tile //= 2
+    return tile
+
+
 @jit(inline="always")
 def _tile(job, ntiles, T, tile):
     """Batch item, first frame and width of tile number ``job``."""
@@ -69,7 +84,6 @@ def _tile(job, ntiles, T, tile):
     return b, t0, min(tile, T - t0)
 
 
-@parallel_jit
 def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
     """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``.
 
@@ -78,8 +92,16 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
     In the modes that keep each frame's total, the blurred mass is rescaled to that total
     (``_scalar.mass_scale``).
     """
+    nb, _, T = X.shape
+    return _forward(X, R, mode, Y, forward_tile(nb, T, numba.get_num_threads()))
+
+
+@parallel_jit
+def _forward(X, R, mode, Y, tile):
+    """:func:`blur_forward` on tiles of ``tile`` frames (an argument: Numba cannot cache
+    code that asks for the number of threads itself)."""
     nb, K, T = X.shape
-    tile, ntiles = _tiling(T)
+    ntiles = (T + tile - 1) // tile
     keeps_total = mode != TRUNCATE
     bad = 0
     for job in prange(nb * ntiles):
@@ -125,30 +147,40 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
         for j in range(width):
             d2[tile + j] += edge[j]
             bad += _non_finite(probe[j])
-        slope = np.zeros(tile)
-        value = np.zeros(tile)
-        if not keeps_total:
-            for i in range(K):
-                for j in range(width):
-                    slope[j] += d2[i * tile + j]
-                    value[j] += slope[j]
-                    Y[b, i, _col(t0, j)] = value[j] + own[i, j]
-            continue
-        received = np.zeros(tile)
-        spread = np.zeros(tile)
+        _integrate(d2, own, sent, keeps_total, tile, width, Y, b, t0)
+    return bad
+
+
+@jit(inline="always")
+def _integrate(d2, own, sent, keeps_total, tile, width, Y, b, t0):
+    """The forward kernel's last step on one tile: the second running sums of the
+    impulses in flat ``(K + 2, tile)`` scratch ``d2``, plus what each source keeps
+    (``own``), into ``Y[b, :, t0:t0 + width]``; with ``keeps_total``, each frame's blurred
+    mass rescaled to ``sent`` (``_scalar.mass_scale``)."""
+    K = own.shape[0]
+    slope = np.zeros(tile)
+    value = np.zeros(tile)
+    if not keeps_total:
         for i in range(K):
             for j in range(width):
                 slope[j] += d2[i * tile + j]
                 value[j] += slope[j]
-                d2[i * tile + j] = value[j]
-                received[j] += value[j]
-                spread[j] += abs(value[j])
+                Y[b, i, _col(t0, j)] = value[j] + own[i, j]
+        return
+    received = np.zeros(tile)
+    spread = np.zeros(tile)
+    for i in range(K):
         for j in range(width):
-            value[j] = mass_scale(sent[j], received[j], spread[j])
-        for i in range(K):
-            for j in range(width):
-                Y[b, i, _col(t0, j)] = own[i, j] + d2[i * tile + j] * value[j]
-    return bad
+            slope[j] += d2[i * tile + j]
+            value[j] += slope[j]
+            d2[i * tile + j] = value[j]
+            received[j] += value[j]
+            spread[j] += abs(value[j])
+    for j in range(width):
+        value[j] = mass_scale(sent[j], received[j], spread[j])
+    for i in range(K):
+        for j in range(width):
+            Y[b, i, _col(t0, j)] = own[i, j] + d2[i * tile + j] * value[j]
 
 
 @parallel_jit
