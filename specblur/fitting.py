@@ -298,6 +298,7 @@ class _Descent:
         self.rows, self.snapshots, self.status = [], {}, "done"
         self.D = self.TV = 0.0
         self.out = None
+        self.out_sum = 0.0  # sum of the model output, from the MSE's pass
         self.r = self.m
         if buffers:  # the CPU's working fields (the GPU driver keeps its own, on the device)
             self._buffers()
@@ -371,8 +372,9 @@ class _Descent:
         """The MSE of model output ``out`` (and the TV term) and ``g_out``; False if not finite."""
         cfg = self.cfg
         self.out = out
-        self.D = self.norm * objective.mse_and_grad(_f(out), _f(self.ref), self.c_mse * self.norm,
-                                                    _f(self.g_out))
+        mse, self.out_sum = objective.mse_and_grad(_f(out), _f(self.ref), self.c_mse * self.norm,
+                                                   _f(self.g_out))
+        self.D = self.norm * mse
         if not np.isfinite(self.D):
             return False
         self.TV = 0.0
@@ -417,8 +419,9 @@ class _Descent:
                 return None
         gtv = (float(self.g_tv.mean()), float(self.g_tv.var())) if self.tv > 0 and log \
             else (0.0, 0.0) if self.tv == 0 else (np.nan, np.nan)
-        values = (loss, self.D, H, *self.stats,
-                  float(Y.sum()) / self.x_total if log and self.x_total else np.nan,
+        # the identity model's output is Y itself, whose total score() already has
+        y_total = (self.out_sum if self.out is Y else float(Y.sum())) if log else np.nan
+        values = (loss, self.D, H, *self.stats, y_total / self.x_total if self.x_total else np.nan,
                   self.TV, *gtv)
         snap = self.snapshot(self.m.copy(), self.r.copy(), Y, g_mse, self.out) if snapshot \
             else None

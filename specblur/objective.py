@@ -77,17 +77,22 @@ def radius(m, code, project, r_max, r, drdm):
     return bad
 
 
-@parallel_jit(reassociate=True)  # the sum vectorises
+@parallel_jit(reassociate=True)  # the sums vectorise
 def mse_and_grad(out, ref, scale, grad):
-    """Return ``mean((out - ref)**2)`` and write ``scale * d(mean)/d(out)`` into ``grad``."""
+    """Return ``(mean((out - ref)**2), sum(out))`` and write ``scale * d(mean)/d(out)`` into
+    ``grad``. (The sum comes free with the pass; ``fit`` takes the blurred output's total
+    from it when the model is the identity.)"""
     n = out.size
     k = 2.0 * scale / n
     total = 0.0
+    out_sum = 0.0
     for i in prange(n):
-        d = out[i] - ref[i]
+        o = out[i]
+        d = o - ref[i]
         grad[i] = k * d
         total += d * d
-    return total / n
+        out_sum += o
+    return total / n, out_sum
 
 
 @parallel_jit
