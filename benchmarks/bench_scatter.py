@@ -6,7 +6,7 @@
 that vectorises (the per-bin formulas, the impulses at fixed rows, the non-finite probe
 and the given-away mass, and the flat indices of the other impulses) and one that only
 scatters four impulses per source. Its tiles are ``WIDE_TILE`` (128) frames wide while
-every thread still gets two (``cpu._forward_tiling``). Two earlier forms are timed
+every thread still gets two (``cpu.forward_tile``). Two earlier forms are timed
 beside it, both on the backward kernel's tiles (``cpu._tiling``: 32 frames below
 ``WIDE_FROM``):
 

@@ -349,7 +349,7 @@ def descend(m, r, dr, drdm, g_tv, code, eps, ent_scale, r_max, log, optimizer, l
     loops over block-sized scratch that the compiler can vectorise: the gradient parts and
     the update (:func:`_block_step`), and on logged epochs the statistics
     (:func:`_block_sums`) and the entropy (:func:`_sum_log`; for exp a plain sum of
-    ``_terms.entropy_term``), each compiled apart but the last.
+    ``_terms.entropy_term``). The three functions are compiled apart from this one.
 
     Returns ``(zero, H, bad)``: the number of bins whose entropy term is ``log(0) = -inf``
     (possible only with ``eps = 0``), ``sum h(m)`` (0 unless ``log``; :func:`_sum_log`) and

@@ -28,7 +28,7 @@ TILE = 32
 #: Frames per tile from ``WIDE_FROM`` frames on: longer contiguous runs per row (rows lie
 #: ``T * 8`` bytes apart), which keep the cost per bin flat once the arrays outgrow the
 #: cache, while every thread still gets many tiles. The forward kernel uses it at any
-#: length while every thread gets two tiles (``cpu._forward_tiling``).
+#: length while every thread gets two tiles (``cpu.forward_tile``).
 WIDE_TILE = 128
 WIDE_FROM = 1024
 #: Threads per block of the CUDA kernels.
