@@ -410,22 +410,31 @@ def test_long_inputs_use_wide_tiles_with_the_same_results(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_forward_results_do_not_depend_on_the_tile_width(mode):
-    # the forward kernel takes WIDE_TILE frames per tile when every thread gets two, else
-    # narrower ones: 300 frames take 128 or 64 (one or two threads), 40 frames take 32
+    # the forward kernel's tiles are 32 to 128 frames wide (cpu.forward_tile); 300 frames
+    # leave a partial last tile at every width
     from specblur.kernels import MODE_CODES, cpu
 
     rng = np.random.default_rng(5)
-    X = rng.random((1, 23, 300))
+    X = rng.random((2, 23, 300))
     R = rng.uniform(0.0, 50.0, X.shape)
-    R[0, :, ::7] = rng.uniform(0.0, 1.0, (23, 43))
-    whole = np.empty_like(X)
-    cpu.blur_forward(X, R, MODE_CODES[mode], whole)
-    for lo in range(0, 300, 40):
-        part = np.s_[..., lo:lo + 40]
-        Xp, Rp = np.ascontiguousarray(X[part]), np.ascontiguousarray(R[part])
-        Yp = np.empty_like(Xp)
-        cpu.blur_forward(Xp, Rp, MODE_CODES[mode], Yp)
-        np.testing.assert_array_equal(Yp, whole[part])
+    R[:, :, ::7] = rng.uniform(0.0, 1.0, (2, 23, 43))
+    outputs = []
+    for tile in (32, 64, 128):
+        Y = np.empty_like(X)
+        assert cpu._forward(X, R, MODE_CODES[mode], Y, tile) == 0
+        outputs.append(Y)
+    for Y in outputs[1:]:
+        np.testing.assert_array_equal(Y, outputs[0])
+
+
+def test_forward_tiles_are_wide_while_every_thread_gets_two():
+    from specblur.kernels import cpu
+
+    assert cpu.forward_tile(1, 300, 1) == 128   # 3 tiles for 1 thread
+    assert cpu.forward_tile(1, 300, 2) == 64    # 128 would give 3 tiles for 2 threads
+    assert cpu.forward_tile(4, 300, 2) == 128
+    assert cpu.forward_tile(1, 40, 1) == 32     # never below TILE
+    assert cpu.forward_tile(1, 5000, 16) == 128
 
 
 @pytest.mark.parametrize("mode", MODES)
