@@ -82,7 +82,7 @@ def plan(sweep: Sweep, folder: str | os.PathLike, force: bool = False,
     are finished runs whose tables are unreadable (truncated), after a warning naming them.
     """
     previous = results.read_runs(folder, recover=recover)
-    status = dict(zip(previous["run_id"].astype(str), previous["status"]))
+    status = _statuses(previous)
     errors = dict(zip(previous["run_id"].astype(str), previous.get("error", pd.Series(
         [""] * len(previous), index=previous.index)).fillna("").astype(str)))
     keep = () if force else FINISHED + (() if retry_failed else ("failed",))
@@ -241,7 +241,7 @@ def _run_locked(sweep, folder, specs, jobs, device, scheduler, force, retry_fail
                   f"{row['wall_seconds']:.1f} s" + (f": {row['error']}" if row["error"] else ""),
                   flush=True)
     bar.close()
-    status = _statuses(folder)
+    status = _statuses(results.read_runs(folder))
     finished = _finished(sweep, status, FINISHED)
     for inp in sweep.inputs:  # per-segment radius statistics of every finished run
         if inp.settings.get("segments"):
@@ -279,9 +279,8 @@ def _run_read_only(sweep, folder, denied, force=False, retry_failed=False):
     return results.read_runs(folder)
 
 
-def _statuses(folder):
-    """``{run_id: status}`` of ``runs.parquet``."""
-    runs = results.read_runs(folder)
+def _statuses(runs):
+    """``{run_id: status}`` of a runs table."""
     return dict(zip(runs["run_id"].astype(str), runs["status"]))
 
 
