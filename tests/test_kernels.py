@@ -451,3 +451,40 @@ def test_backward_kernel_skips_an_empty_dx(mode):
     assert cpu.blur_backward(X, R, G, MODE_CODES[mode], sentinel[:0], dR_alone) == 0
     np.testing.assert_array_equal(dR_alone, dR)
     assert (sentinel == 7.0).all()
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":")[1].split() for line in info
+                         if line.startswith("flags")), [])
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif("sse" not in _cpu_flags(), reason="checks x86 instructions")
+def test_fetch_row_compiles_to_prefetch_instructions():
+    # the forward kernel's prefetches (kernels._prefetch) must reach the machine code:
+    # an intrinsic that lowered to nothing would pass every result test
+    import numba
+    from specblur.kernels._prefetch import fetch_row
+
+    @numba.njit
+    def read_rows(A):
+        for row in range(A.shape[1] + 3):  # rows past the last are skipped
+            fetch_row(A, 0, row, 2, A.shape[2] - 2, False)
+        return A.sum()
+
+    @numba.njit
+    def write_rows(A):
+        for row in range(A.shape[1]):
+            fetch_row(A, 1, row, 0, A.shape[2], True)
+        return A.sum()
+
+    A = np.arange(2 * 5 * 40.0).reshape(2, 5, 40)
+    assert read_rows(A) == write_rows(A) == A.sum()
+    read = read_rows.inspect_asm(read_rows.signatures[0])
+    write = write_rows.inspect_asm(write_rows.signatures[0])
+    assert "prefetcht0" in read and "prefetchw" not in read
+    if "3dnowprefetch" in _cpu_flags():  # the CPU has PREFETCHW
+        assert "prefetchw" in write

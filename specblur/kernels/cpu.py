@@ -23,7 +23,9 @@ data-dependent rows with their flat indices into the scratch (``_at``: unsigned,
 wraparound selects; the fourth lies one row below the third). The second only scatters
 those four, since indexed stores cannot vectorise. From 8b2cccc to b2cba0b one loop did
 both, so the formulas ran scalar too (``benchmarks/bench_scatter.py`` times the earlier
-forms beside it).
+forms beside it). It prefetches the rows of ``X`` and ``R`` it reads and of ``Y`` it
+writes a few rows ahead (``_prefetch``), which keeps its cost per bin flat once the
+fields leave the cache.
 """
 import numba
 import numpy as np
@@ -31,6 +33,7 @@ from numba import prange
 
 from . import _scalar
 from ._numba import TILE, WIDE_FROM, WIDE_TILE, jit, parallel_jit
+from ._prefetch import AHEAD, fetch_row
 
 _bins = _scalar.build(jit(inline="always"))
 impulses = _bins.impulses
@@ -120,6 +123,8 @@ def _forward(X, R, mode, Y, tile):
         v_hi1 = np.empty(tile)
         edge = np.zeros(tile)  # the impulses at row 1, added after the last source
         for p in range(K):
+            fetch_row(X, b, p + AHEAD, t0, width, False)
+            fetch_row(R, b, p + AHEAD, t0, width, False)
             mid = _at(p + 1.0, tile, 0)
             for j in range(width):  # vectorises: the formulas, and the stores at fixed rows
                 r = np.float64(R[b, p, _col(t0, j)])
@@ -162,6 +167,7 @@ def _integrate(d2, own, sent, keeps_total, tile, width, Y, b, t0):
     value = np.zeros(tile)
     if not keeps_total:
         for i in range(K):
+            fetch_row(Y, b, i + AHEAD, t0, width, True)
             for j in range(width):
                 slope[j] += d2[i * tile + j]
                 value[j] += slope[j]
@@ -179,6 +185,7 @@ def _integrate(d2, own, sent, keeps_total, tile, width, Y, b, t0):
     for j in range(width):
         value[j] = mass_scale(sent[j], received[j], spread[j])
     for i in range(K):
+        fetch_row(Y, b, i + AHEAD, t0, width, True)
         for j in range(width):
             Y[b, i, _col(t0, j)] = own[i, j] + d2[i * tile + j] * value[j]
 
