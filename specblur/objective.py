@@ -18,15 +18,17 @@ from numba import prange
 
 from .kernels import _terms
 from .kernels._numba import jit, parallel_jit
+from .kernels._vexp import exp_parts, scale
 from .settings import Param
 
-RAW, RELU, SOFTPLUS, EXP = _terms.RAW, _terms.RELU, _terms.SOFTPLUS, _terms.EXP
+RAW, RELU, SOFTPLUS, EXP, SIGMOID = (_terms.RAW, _terms.RELU, _terms.SOFTPLUS, _terms.EXP,
+                                     _terms.SIGMOID)
 #: ``descend``'s optimiser codes.
 NO_STEP, SGD, ADAM = _terms.NO_STEP, _terms.SGD, _terms.ADAM
 
 _bin = _terms.build(jit(inline="always"))
 _finite = _bin.finite
-_radius_of = _bin.radius_of
+_radius_from_exp = _bin.radius_from_exp
 _entropy_grad = _bin.entropy_grad
 _entropy_term = _bin.entropy_term
 _g_mse = _bin.g_mse
@@ -54,6 +56,11 @@ def param_inverse(r0: np.ndarray | float, param: Param, r_max: float = np.inf) -
     return np.log(r0)
 
 
+#: Bins per block of :func:`radius` and :func:`descend`. Each block's partial sums are
+#: added in block order, so the statistics do not depend on the number of threads.
+BLOCK = 4096
+
+
 @parallel_jit
 def radius(m, code, project, r_max, r, drdm):
     """Prepare ``m`` and the radius at the start of an epoch.
@@ -63,17 +70,57 @@ def radius(m, code, project, r_max, r, drdm):
     ``r_max`` (``inf`` for no cap) with ``dr/dm = 0`` above it, and sigmoid is
     ``1 + (r_max - 1) σ(m)`` (SPEC §9.2). (``raw`` and ``relu`` use ``m`` itself as the
     radius.) Returns the number of bins where ``m`` or ``r`` is not finite.
+
+    The exponentials go block by block through :func:`_radius_block`, whose loops
+    vectorise (``kernels._vexp``).
     """
+    n = m.size
     bad = 0
-    unit = code == RAW or code == RELU
-    for i in prange(m.size):
+    if code == RAW or code == RELU:
+        for i in prange(n):
+            mi = m[i]
+            if code == RELU and project and mi < 0.0:
+                m[i] = 0.0
+            if not _finite(mi):
+                bad += 1
+        return bad
+    for blk in prange((n + BLOCK - 1) // BLOCK):
+        lo = blk * BLOCK
+        hi = min(n, lo + BLOCK)
+        bad += _radius_block(m[lo:hi], code, r_max, r[lo:hi], drdm[lo:hi])
+    return bad
+
+
+@jit(error_model="numpy")  # x / 0 is inf, not an exception: the divisions vectorise
+def _radius_block(m, code, r_max, r, drdm):
+    """:func:`radius` of a softplus, exp or sigmoid block, in loops with the code a
+    constant (compiled apart from :func:`radius`, like :func:`_block_step`)."""
+    if code == SIGMOID:
+        return _radius_loops(m, SIGMOID, r_max, r, drdm)
+    if code == EXP:
+        return _radius_loops(m, EXP, r_max, r, drdm)
+    return _radius_loops(m, SOFTPLUS, r_max, r, drdm)
+
+
+@jit(inline="always")
+def _radius_loops(m, code, r_max, r, drdm):
+    """The two loops of :func:`_radius_block`: ``e = exp(m)`` (exp) or ``exp(-|m|)`` in
+    parts (``_vexp.exp_parts``, ``p`` kept in ``r``), then the radius from ``e``
+    (``_terms.radius_from_exp``; softplus's ``log1p`` keeps that loop scalar)."""
+    n = m.size
+    bits1 = np.empty(n, np.int64)
+    bits2 = np.empty(n, np.int64)
+    for i in range(n):
+        r[i], bits1[i], bits2[i] = exp_parts(m[i] if code == EXP else -abs(m[i]))
+    f1 = bits1.view(np.float64)
+    f2 = bits2.view(np.float64)
+    bad = 0
+    for i in range(n):
         mi = m[i]
-        if code == RELU and project and mi < 0.0:
-            m[i] = 0.0
-        if not unit:
-            r[i], drdm[i] = _radius_of(mi, code, r_max)
-        if not (_finite(mi) and _finite(r[i])):
-            bad += 1
+        e = scale(mi if code == EXP else -abs(mi), r[i], f1[i], f2[i])
+        ri, drdm[i] = _radius_from_exp(mi, e, code, r_max)
+        r[i] = ri
+        bad += not (_finite(mi) and _finite(ri))
     return bad
 
 
@@ -119,11 +166,6 @@ def total_variation(r, drdm, unit_drdm, delta, scale, u, g_tv):
             g_tv[k, t] = scale * g * _dudr(r[k, t]) * (1.0 if unit_drdm else drdm[k, t])
         total += row
     return total
-
-
-#: Bins per block of :func:`descend`. Each block's partial sums are added in block order,
-#: so the statistics do not depend on the number of threads.
-BLOCK = 4096
 
 
 #: Flips the magnitude bits of negative floats: float64 bits read as int64 then order like

@@ -830,3 +830,52 @@ def test_block_log_sum_keeps_values_near_one_accurate():
         want = math.fsum(np.log(a))
         assert abs(objective._sum_log(a) - want) <= 1e-15 * a.size
         assert abs(objective._sum_log(a) - want) <= 1e-6 * abs(want)
+
+
+def _radius_cpu(m, code, r_max):
+    from specblur import objective
+
+    r, drdm = np.full_like(m, -1.0), np.full_like(m, -1.0)
+    bad = objective.radius(m.copy(), code, False, r_max, r, drdm)
+    return r, drdm, bad
+
+
+def test_vectorised_exp_agrees_with_libm_to_one_ulp():
+    # objective.radius computes exp in loops that vectorise (kernels._vexp), not with libm
+    from specblur import objective
+
+    rng = np.random.default_rng(11)
+    m = np.concatenate([rng.uniform(-1.0, 1.0, 20000), rng.uniform(-745.0, 709.7, 20000),
+                        rng.uniform(-40.0, 40.0, 20000), np.arange(-744.0, 709.0),
+                        [0.0, -0.0, 1e-300, -1e-300, 709.78, 709.79, -745.13, -745.14, 1e300,
+                         -1e300, np.inf, -np.inf]])
+    r, drdm, bad = _radius_cpu(m, objective.EXP, np.inf)
+    with np.errstate(over="ignore"):
+        want = np.exp(m)
+    normal = want >= np.finfo(np.float64).tiny
+    np.testing.assert_array_max_ulp(r[normal], want[normal], maxulp=1)
+    np.testing.assert_allclose(r[~normal], want[~normal], rtol=0, atol=5e-324)
+    np.testing.assert_array_equal(drdm, r)
+    assert bad == np.count_nonzero(~np.isfinite(want) | ~np.isfinite(m))
+    r_nan, _, bad_nan = _radius_cpu(np.array([np.nan, 1.0]), objective.EXP, np.inf)
+    assert np.isnan(r_nan[0]) and bad_nan == 1
+    np.testing.assert_array_max_ulp(r_nan[1], np.exp(1.0), maxulp=1)
+
+
+@pytest.mark.parametrize("param", ["sigmoid", "softplus", "exp"])
+def test_cpu_radius_matches_the_shared_scalar_formula(param):
+    # the CPU's blocks (exp in parts, then _terms.radius_from_exp) give what the GPU's
+    # scalar _terms.radius_of gives with libm's exp, here run as plain Python
+    from specblur.kernels import _terms
+
+    code = int(getattr(specblur.settings.Param, param.upper()))
+    rng = np.random.default_rng(12)
+    m = np.concatenate([rng.normal(0.0, 4.0, 9000), rng.uniform(-800.0, 800.0, 200),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan]])
+    r_max = 128.0 if param != "exp" else 1e6
+    r, drdm, bad = _radius_cpu(m, code, r_max)
+    scalar = _terms.build(lambda f: f)
+    want = np.array([scalar.radius_of(mi, code, r_max) for mi in m])
+    np.testing.assert_allclose(r, want[:, 0], rtol=1e-15, atol=0)  # exp within 1 ulp
+    np.testing.assert_allclose(drdm, want[:, 1], rtol=1e-15, atol=1e-300)
+    assert bad == np.count_nonzero(~np.isfinite(m) | ~np.isfinite(want[:, 0]))

@@ -4,10 +4,10 @@
 set of options: float64 accumulators are the code's business, ``fastmath`` without
 ``nnan``/``ninf`` (non-finite values must be seen, to stop a run as diverged) is set
 here, and so is caching. Cached code goes to a folder named after a digest of the shared
-inlined code (``_scalar.py``, ``_terms.py``, ``_prefetch.py``), of this file and of the
-decorated function's own file: Numba checks only the timestamp of the file that holds a
-cached function, not of the helpers it inlines from other files, so without this a change
-to ``_scalar.py`` could leave a stale compiled kernel in use.
+inlined code (``_scalar.py``, ``_terms.py``, ``_prefetch.py``, ``_vexp.py``), of this
+file and of the decorated function's own file: Numba checks only the timestamp of the
+file that holds a cached function, not of the helpers it inlines from other files, so
+without this a change to ``_scalar.py`` could leave a stale compiled kernel in use.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ THREADS = 128
 _HERE = Path(__file__).resolve().parent
 # inlined formulas, these options, and the code tables that compiled code bakes in
 _SHARED = (_HERE / "_scalar.py", _HERE / "_terms.py", _HERE / "_numba.py", _HERE / "_prefetch.py",
-           _HERE / "__init__.py", _HERE.parent / "settings.py")
+           _HERE / "_vexp.py", _HERE / "__init__.py", _HERE.parent / "settings.py")
 
 
 @lru_cache(maxsize=None)

@@ -46,6 +46,27 @@ def build(jit: Callable) -> SimpleNamespace:
         return -math.inf if v == 0.0 else math.log(v)
 
     @jit
+    def radius_from_exp(m, e, code, r_max):
+        """:func:`radius_of` of a softplus, exp or sigmoid ``m``, given ``e = exp(m)`` for
+        exp and ``e = exp(-|m|)`` for the others (``objective.radius`` computes ``e`` in
+        loops that vectorise)."""
+        if code == SOFTPLUS:
+            r = max(m, 0.0) + math.log1p(e)
+            drdm = 1.0 / (1.0 + e) if m >= 0.0 else e / (1.0 + e)
+        elif code == EXP:
+            r = e
+            drdm = e
+        else:  # sigmoid
+            big = 1.0 / (1.0 + e)           # σ(|m|)
+            small = e / (1.0 + e)           # σ(-|m|) = 1 - σ(|m|), without cancellation
+            s = big if m >= 0.0 else small
+            r = 1.0 + (r_max - 1.0) * s
+            drdm = (r_max - 1.0) * big * small
+        if (code == SOFTPLUS or code == EXP) and r > r_max:
+            return r_max, 0.0
+        return r, drdm
+
+    @jit
     def radius_of(m, code, r_max):
         """``(r, dr/dm)`` of parameter ``m`` (SPEC §7, §9.2).
 
@@ -53,25 +74,9 @@ def build(jit: Callable) -> SimpleNamespace:
         ``dr/dm = 0`` above it; ``sigmoid`` is ``1 + (r_max - 1) σ(m)``. ``raw`` and
         ``relu`` give ``(m, 1)``.
         """
-        if code == SOFTPLUS:
-            t = math.exp(-abs(m))
-            r = max(m, 0.0) + math.log1p(t)
-            drdm = 1.0 / (1.0 + t) if m >= 0.0 else t / (1.0 + t)
-        elif code == EXP:
-            r = exp(m)
-            drdm = r
-        elif code == SIGMOID:
-            t = math.exp(-abs(m))
-            big = 1.0 / (1.0 + t)           # σ(|m|)
-            small = t / (1.0 + t)           # σ(-|m|) = 1 - σ(|m|), without cancellation
-            s = big if m >= 0.0 else small
-            r = 1.0 + (r_max - 1.0) * s
-            drdm = (r_max - 1.0) * big * small
-        else:
+        if code == RAW or code == RELU:
             return m, 1.0
-        if (code == SOFTPLUS or code == EXP) and r > r_max:
-            return r_max, 0.0
-        return r, drdm
+        return radius_from_exp(m, exp(m) if code == EXP else math.exp(-abs(m)), code, r_max)
 
     @jit
     def entropy_grad(mi, ri, drdmi, code, eps, ent_scale, r_max):
@@ -174,6 +179,7 @@ def build(jit: Callable) -> SimpleNamespace:
         return along_k, along_t, g
 
     return SimpleNamespace(finite=finite, exp=exp, log=log, radius_of=radius_of,
+                           radius_from_exp=radius_from_exp,
                            entropy_grad=entropy_grad, entropy_term=entropy_term, g_mse=g_mse,
                            adam=adam, accumulate=accumulate, moments=moments,
                            log_radius=log_radius, dudr=dudr,
