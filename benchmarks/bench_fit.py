@@ -32,7 +32,7 @@ def main():
           "identity model, sgd, lr 1")
     print(f"{'mode':11} {'param':9} {'kernels ms':>10} {'epoch ms':>9} {'overhead':>9}")
     for mode in specblur.MODES:
-        for param in ("raw", "softplus"):
+        for param in ("raw", "softplus", "sigmoid"):
             settings = dict(m_init=5.0, lam=1.0, mode=mode, param=param, log_every=args.log_every)
             specblur.fit(X, epochs=2, **settings)  # compile
             res = specblur.fit(X, epochs=args.epochs, **settings)
