@@ -106,7 +106,7 @@ def _radius_block(m, code, r_max, r, drdm):
 def _radius_loops(m, code, r_max, r, drdm):
     """The two loops of :func:`_radius_block`: ``e = exp(m)`` (exp) or ``exp(-|m|)`` in
     parts (``_vexp.exp_parts``, ``p`` kept in ``r``), then the radius from ``e``
-    (``_terms.radius_from_exp``; softplus's ``log1p`` keeps that loop scalar)."""
+    (``_terms.radius_from_exp``, whose softplus takes ``_terms.log1p_unit``)."""
     n = m.size
     bits1 = np.empty(n, np.int64)
     bits2 = np.empty(n, np.int64)

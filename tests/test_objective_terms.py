@@ -879,3 +879,26 @@ def test_cpu_radius_matches_the_shared_scalar_formula(param):
     np.testing.assert_allclose(r, want[:, 0], rtol=1e-15, atol=0)  # exp within 1 ulp
     np.testing.assert_allclose(drdm, want[:, 1], rtol=1e-15, atol=1e-300)
     assert bad == np.count_nonzero(~np.isfinite(m) | ~np.isfinite(want[:, 0]))
+
+
+def test_log1p_unit_agrees_with_libm_to_one_ulp():
+    # softplus's log1p(exp(-|m|)), in arithmetic that vectorises (kernels._terms.log1p_unit)
+    import numba
+    from specblur.kernels import _terms
+    from specblur.kernels._numba import jit
+
+    log1p_unit = _terms.build(jit(inline="always")).log1p_unit
+
+    @numba.njit
+    def each(e):
+        out = np.empty_like(e)
+        for i in range(e.size):
+            out[i] = log1p_unit(e[i])
+        return out
+
+    rng = np.random.default_rng(13)
+    e = np.concatenate([rng.random(50000), np.exp(-rng.uniform(0.0, 745.0, 50000)),
+                        [0.0, 1.0, 5e-324, 1e-300, 1e-17, 1e-8, 0.5]])
+    got = each(e)
+    np.testing.assert_array_max_ulp(got[e > 0], np.log1p(e[e > 0]), maxulp=1)
+    assert got[e == 0].tolist() == [0.0] and np.isnan(each(np.array([np.nan])))[0]
