@@ -11,6 +11,12 @@ best wall time of each counts. ``--epochs`` shortens every run (the per-epoch co
 not depend on it); the faithfulness evaluation and the segment tables, fixed costs after
 the runs, are left out. Prints run-epochs per second
 and their ratio, and the peak RSS of this process (the sweep with ``--jobs 1`` runs in it).
+
+It then times the model alone, as a batch epoch calls it: one forward and one VJP per
+input, against one forward and one VJP of the zero-padded stack of all inputs (with
+``lengths=`` where the model takes them), alternating, best of ``--repeat`` + 2. This
+speed-up bounds the sweep's when the model takes most of an epoch, as the speaker encoder
+does.
 """
 import argparse
 import resource
@@ -19,8 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from _timing import alternate
+from specblur.audio import load_input
+from specblur.models import make_model
 from specblur.sweep.config import load_sweep
 from specblur.sweep.runner import run_sweep
 
@@ -50,6 +60,34 @@ def timed(sweep, jobs, batch, folder):
     return wall
 
 
+def model_speedup(sweep, repeat):
+    """Seconds of the model's forward + VJP per input alone and as one stack, and their ratio
+    (the first run's model; inputs as the sweep loads them)."""
+    specs = [load_input(inp.settings) for inp in sweep.inputs]
+    first = specs[0]
+    model = make_model(sweep.runs[0].settings.model, sr=first.sr, n_fft=first.n_fft,
+                       n_bins=first.mag.shape[0])
+    mags = [spec.mag for spec in specs]
+    lengths = [mag.shape[1] for mag in mags]
+    stack = np.zeros((len(mags), mags[0].shape[0], max(lengths)))
+    for i, mag in enumerate(mags):
+        stack[i, :, :mag.shape[1]] = mag
+    outs = [model.forward(mag) for mag in mags]
+    ragged = {"lengths": lengths} if getattr(model, "supports_lengths", False) else {}
+
+    def alone():
+        for mag, out in zip(mags, outs):
+            model.forward(mag)
+            model.vjp(mag, np.ones_like(out))
+
+    def together():
+        out = model.forward(stack, **ragged)
+        model.vjp(stack, np.ones_like(out), **ragged)
+
+    each, batch = alternate([alone, together], repeat + 2)
+    return each, batch
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep", nargs="?", default="sweeps/corpus.yaml")
@@ -73,6 +111,9 @@ def main():
                   f"{n / best[None]:10.1f} {best[1] / best[None]:8.2f}x")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process (the --jobs 1 sweeps run in it): {peak:.0f} MB")
+    each, batch = model_speedup(sweep, args.repeat)
+    print(f"model alone, forward + VJP of all {len(sweep.inputs)} inputs: one by one "
+          f"{1e3 * each:.0f} ms, as one stack {1e3 * batch:.0f} ms: {each / batch:.2f}x")
 
 
 if __name__ == "__main__":
