@@ -16,7 +16,8 @@ It then times the model alone, as a batch epoch calls it: one forward and one VJ
 input, against one forward and one VJP of the zero-padded stack of all inputs (with
 ``lengths=`` where the model takes them), alternating, best of ``--repeat`` + 2. This
 speed-up bounds the sweep's when the model takes most of an epoch, as the speaker encoder
-does.
+does. (A model without ``lengths=`` is batched only over inputs of equal length, so for
+it the stack of all inputs is a loose bound.)
 """
 import argparse
 import resource

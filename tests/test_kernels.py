@@ -483,6 +483,15 @@ def test_fetch_row_compiles_to_prefetch_instructions():
 
     A = np.arange(2 * 5 * 40.0).reshape(2, 5, 40)
     assert read_rows(A) == write_rows(A) == A.sum()
+    # the prefetched address: flat_index of A[b, row, t]
+    from specblur.kernels._prefetch import flat_index
+
+    @numba.njit
+    def flat(A, b, row, t):
+        return flat_index(A, b, row, t)
+
+    for b, row, t in [(0, 0, 0), (1, 0, 0), (1, 4, 39), (0, 3, 7)]:
+        assert A.reshape(-1)[flat(A, b, row, t)] == A[b, row, t]
     read = read_rows.inspect_asm(read_rows.signatures[0])
     write = write_rows.inspect_asm(write_rows.signatures[0])
     assert "prefetcht0" in read and "prefetchw" not in read

@@ -19,8 +19,8 @@ from ._numba import jit
 
 #: Rows between the one a kernel prefetches and the one it works on.
 AHEAD = 4
-#: float64 values per 64-byte cache line: one prefetch per line.
-LINE = 8
+#: Bytes per cache line: one prefetch per line.
+LINE_BYTES = 64
 
 _I8P = ir.IntType(8).as_pointer()
 _I32 = ir.IntType(32)
@@ -29,6 +29,8 @@ _I32 = ir.IntType(32)
 def _intrinsic(write):
     @intrinsic
     def prefetch(typingctx, array, index):
+        if not (isinstance(array, types.Array) and isinstance(index, types.Integer)):
+            return None  # a typing error for anything but (array, integer index)
         sig = types.void(array, index)
 
         def codegen(context, builder, signature, args):
@@ -54,14 +56,21 @@ prefetch_write = _intrinsic(True)
 
 
 @jit(inline="always")
+def flat_index(A, b, row, t):
+    """The flat index of ``A[b, row, t]`` in a C-ordered ``(B, K, T)`` array."""
+    return (b * A.shape[1] + row) * A.shape[2] + t
+
+
+@jit(inline="always")
 def fetch_row(A, b, row, t0, width, write):
     """Prefetch ``A[b, row, t0:t0 + width]`` of a C-ordered ``(B, K, T)`` array, for
     writing if ``write``; nothing if ``row`` is past the last row."""
-    K, T = A.shape[1], A.shape[2]
-    if row < K:
-        start = (b * K + row) * T + t0
-        for j in range(0, width, LINE):
+    if row < A.shape[1]:
+        start = flat_index(A, b, row, t0)
+        step = LINE_BYTES // A.itemsize
+        for j in range(0, width + step - 1, step):  # the last line too, if not aligned
+            at = start + min(j, width - 1)
             if write:
-                prefetch_write(A, start + j)
+                prefetch_write(A, at)
             else:
-                prefetch(A, start + j)
+                prefetch(A, at)

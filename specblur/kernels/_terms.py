@@ -25,6 +25,8 @@ RAW, RELU, SOFTPLUS, EXP, SIGMOID = (PARAM_CODES[name] for name in
 NO_STEP, SGD, ADAM = -1, 0, 1
 #: ``exp(m)`` overflows to infinity for ``m`` above this (``log`` of the largest float).
 LOG_MAX = math.log(sys.float_info.max)
+#: ``log1p(e)`` rounds to ``e`` below this (``e / 2`` is far below half an ulp of 1).
+TINY = 1e-30
 
 
 def build(jit: Callable) -> SimpleNamespace:
@@ -51,9 +53,10 @@ def build(jit: Callable) -> SimpleNamespace:
 
         ``log1p(e) = 2 atanh(s)`` with ``s = e / (2 + e)`` in ``[0, 1/3]``, summed as
         ``2 (s + s z (1/3 + z/5 + ...))`` with ``z = s²`` to ``z**16`` (truncation error
-        below 1e-18 relative). ``s`` carries a correction for the rounding of ``2 + e`` and
+        below 2e-18 relative). ``s`` carries a correction for the rounding of ``2 + e`` and
         of the division (exact where ``e - s d`` becomes a fused multiply-add, as compiled
-        code does), so the result is within about 1 ulp of libm's ``log1p``.
+        code does), so the result is within about 1 ulp of libm's ``log1p``. Below
+        ``TINY``, where ``s`` would lose bits to underflow, ``log1p(e)`` rounds to ``e``.
         """
         d = 2.0 + e
         c = e - (d - 2.0)  # d + c = 2 + e exactly (d >= e)
@@ -63,7 +66,7 @@ def build(jit: Callable) -> SimpleNamespace:
         q = 1.0 / 33.0
         for j in range(15, 0, -1):
             q = q * z + 1.0 / (2 * j + 1)
-        return 2.0 * (s + (s_lo + s * z * q))
+        return e if e < TINY else 2.0 * (s + (s_lo + s * z * q))
 
     @jit
     def radius_from_exp(m, e, code, r_max):

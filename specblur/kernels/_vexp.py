@@ -18,7 +18,8 @@ import numpy as np
 from ._numba import jit
 
 _INV_LN2 = 1.4426950408889634
-# ln 2 in two parts: the first has 32 trailing zero bits, so k * _LN2_HI is exact
+# ln 2 in two parts: the last 21 bits of the first are zero, so k * _LN2_HI is exact for
+# the |k| <= 1077 used here
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 # exp(x) underflows to 0 below about -745.13 and overflows above about 709.78
