@@ -5,8 +5,8 @@ A kernel walks a tile of frames row by row. Once the fields outgrow the cache, e
 run of a tile's frames lies on a page of its own, where the hardware prefetchers do not
 look ahead, so every row starts with a wait on memory. :func:`fetch_row` asks for a row
 ``AHEAD`` rows before the kernel reads or writes it. The forward kernel, which does little
-arithmetic per bin, uses it; with it a ``fit`` epoch costs about as much per bin at
-257 × 8000 as at 257 × 500 (``benchmarks/bench_scaling.py``, figures in
+arithmetic per bin, uses it; with it a ``fit`` epoch costs little more per bin at
+257 × 8000 than at 257 × 500 (``benchmarks/bench_scaling.py``, figures in
 ``docs/performance.md``). The backward kernel, with more arithmetic to hide the wait, did
 not gain from it. A prefetch never faults and never changes a result.
 """

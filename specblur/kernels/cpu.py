@@ -24,7 +24,7 @@ wraparound selects; the fourth lies one row below the third). The second only sc
 those four, since indexed stores cannot vectorise. From 8b2cccc to b2cba0b one loop did
 both, so the formulas ran scalar too (``benchmarks/bench_scatter.py`` times the earlier
 forms beside it). It prefetches the rows of ``X`` and ``R`` it reads and of ``Y`` it
-writes a few rows ahead (``_prefetch``), which keeps its cost per bin flat once the
+writes a few rows ahead (``_prefetch``), so that its cost per bin grows little once the
 fields leave the cache.
 """
 import numba
