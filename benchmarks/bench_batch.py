@@ -62,8 +62,8 @@ def timed(sweep, jobs, batch, folder):
 
 
 def model_speedup(sweep, repeat):
-    """Seconds of the model's forward + VJP per input alone and as one stack, and their ratio
-    (the first run's model; inputs as the sweep loads them)."""
+    """Seconds of the model's forward + VJP of every input one by one, and of one stack of
+    them (the first run's model; inputs as the sweep loads them)."""
     specs = [load_input(inp.settings) for inp in sweep.inputs]
     first = specs[0]
     model = make_model(sweep.runs[0].settings.model, sr=first.sr, n_fft=first.n_fft,
