@@ -17,7 +17,8 @@ input, against one forward and one VJP of the zero-padded stack of all inputs (w
 ``lengths=`` where the model takes them), alternating, best of ``--repeat`` + 2. This
 speed-up bounds the sweep's when the model takes most of an epoch, as the speaker encoder
 does. (A model without ``lengths=`` is batched only over inputs of equal length, so for
-it the stack of all inputs is a loose bound.)
+it the stack of all inputs is a loose bound.) Beside it, the time the model's calls took
+inside the fastest ``--jobs 1`` sweep of each kind, per epoch of all the runs.
 """
 import argparse
 import resource
@@ -52,13 +53,32 @@ def shortened(path, epochs, folder):
     return load_sweep(out)
 
 
-def timed(sweep, jobs, batch, folder):
+def timed(sweep, jobs, batch, folder, clock):
+    """Wall seconds of the sweep, and seconds in the model's calls (in this process only)."""
+    clock[0] = 0.0
     start = time.perf_counter()
     runs = run_sweep(sweep, out=folder, jobs=jobs, batch=batch, force=True)
     wall = time.perf_counter() - start
     if not (runs["status"] == "done").all():
         sys.exit(f"a run did not finish: {runs[['run_id', 'status', 'error']]}")
-    return wall
+    return wall, clock[0]
+
+
+def clock_model(cls):
+    """Make ``cls.forward`` and ``cls.vjp`` add their seconds to the returned ``[0.0]``."""
+    clock = [0.0]
+    for name in ("forward", "vjp"):
+        method = getattr(cls, name)
+
+        def timed_call(self, *args, _method=method, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _method(self, *args, **kwargs)
+            finally:
+                clock[0] += time.perf_counter() - start
+
+        setattr(cls, name, timed_call)
+    return clock
 
 
 def model_speedup(sweep, repeat):
@@ -86,7 +106,7 @@ def model_speedup(sweep, repeat):
         model.vjp(stack, np.ones_like(out), **ragged)
 
     each, batch = alternate([alone, together], repeat + 2)
-    return each, batch
+    return each, batch, type(model)
 
 
 def main():
@@ -98,6 +118,9 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sweep = shortened(args.sweep, args.epochs, tmp)
+        each, together, model_class = model_speedup(sweep, args.repeat)
+        clock = clock_model(model_class)
+        inside = {}
         n = len(sweep.runs) * args.epochs
         print(f"{args.sweep}: {len(sweep.runs)} runs x {args.epochs} epochs = {n} run-epochs")
         print(f"{'jobs':>4} {'batch 1 s':>10} {'auto s':>8} {'batch 1 ep/s':>13} "
@@ -106,15 +129,23 @@ def main():
             best = {1: float("inf"), None: float("inf")}
             for _ in range(args.repeat):
                 for batch in (1, None):
-                    best[batch] = min(best[batch], timed(sweep, jobs, batch,
-                                                         Path(tmp) / f"out-{jobs}-{batch}"))
+                    wall, in_model = timed(sweep, jobs, batch, Path(tmp) / f"out-{jobs}-{batch}",
+                                           clock)
+                    if wall < best[batch]:
+                        best[batch] = wall
+                        if jobs == 1:
+                            inside[batch] = in_model
             print(f"{jobs:4d} {best[1]:10.1f} {best[None]:8.1f} {n / best[1]:13.1f} "
                   f"{n / best[None]:10.1f} {best[1] / best[None]:8.2f}x")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process (the --jobs 1 sweeps run in it): {peak:.0f} MB")
-    each, batch = model_speedup(sweep, args.repeat)
     print(f"model alone, forward + VJP of all {len(sweep.inputs)} inputs: one by one "
-          f"{1e3 * each:.0f} ms, as one stack {1e3 * batch:.0f} ms: {each / batch:.2f}x")
+          f"{1e3 * each:.0f} ms, as one stack {1e3 * together:.0f} ms: {each / together:.2f}x")
+    if inside:
+        per_epoch = {k: 1e3 * v / (args.epochs + 1) for k, v in inside.items()}
+        print(f"model inside the --jobs 1 sweeps, per epoch of all runs: batch 1 "
+              f"{per_epoch[1]:.0f} ms, auto {per_epoch[None]:.0f} ms: "
+              f"{per_epoch[1] / per_epoch[None]:.2f}x")
 
 
 if __name__ == "__main__":

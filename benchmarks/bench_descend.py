@@ -7,6 +7,11 @@ given) and optimiser, with and without the history's statistics (``log``), one c
 ``descend`` on random fields, one thread. It is timed alternately with one streaming NumPy
 pass over arrays of the same size (``A = M + D; B = M * D; A += M; B *= D``), and the
 ratio to that pass is printed too: on a shared machine the ratio is steadier than the time.
+
+Then ``objective.radius`` (the start of an epoch for softplus, exp and sigmoid), against the
+same per-bin formula ``_terms.radius_of`` in one plain loop, which calls libm's ``exp``
+once per bin and so stays scalar, as ``radius`` did before 82b3781 (then softplus also
+called libm's ``log1p``).
 """
 import argparse
 
@@ -14,8 +19,18 @@ import numba
 import numpy as np
 
 from specblur import objective
+from specblur.kernels import _terms
+from specblur.kernels._numba import jit
 from specblur.settings import Param
 from _timing import alternate
+
+_radius_of = _terms.build(jit(inline="always")).radius_of
+
+
+@jit
+def _scalar_radius(m, code, r_max, r, drdm):
+    for i in range(m.size):
+        r[i], drdm[i] = _radius_of(m[i], code, r_max)
 
 
 def main():
@@ -46,6 +61,16 @@ def main():
                 t_call, t_stream = alternate([call, stream], args.repeat)
                 print(f"{param:9} {optimizer:9} {str(log):5} {t_call / n * 1e9:7.2f} "
                       f"{t_call / t_stream:8.2f}")
+    print(f"\n{'param':9} {'radius ns/bin':>13} {'scalar loop':>12} {'ratio':>6}")
+    m = rng.normal(0.0, 3.0, n)
+    r, drdm = np.empty(n), np.empty(n)
+    for param in (Param.SOFTPLUS, Param.EXP, Param.SIGMOID):
+        code = int(param)
+        t_new, t_scalar = alternate(
+            [lambda: objective.radius(m, code, False, 128.0, r, drdm),
+             lambda: _scalar_radius(m, code, 128.0, r, drdm)], args.repeat)
+        print(f"{param.name.lower():9} {t_new / n * 1e9:13.2f} {t_scalar / n * 1e9:12.2f} "
+              f"{t_scalar / t_new:6.2f}")
 
 
 def _descend(m, r, dr, drdm, code, log, optimizer):

@@ -103,6 +103,12 @@ def _radius_block(m, code, r_max, r, drdm):
 
 
 @jit(inline="always")
+def _exp_arg(mi, code):
+    """The argument of the radius's exponential: ``m`` for exp, ``-|m|`` otherwise."""
+    return mi if code == EXP else -abs(mi)
+
+
+@jit(inline="always")
 def _radius_loops(m, code, r_max, r, drdm):
     """The two loops of :func:`_radius_block`: ``e = exp(m)`` (exp) or ``exp(-|m|)`` in
     parts (``_vexp.exp_parts``), then the radius from ``e`` (``_terms.radius_from_exp``,
@@ -112,13 +118,13 @@ def _radius_loops(m, code, r_max, r, drdm):
     bits1 = np.empty(n, np.int64)
     bits2 = np.empty(n, np.int64)
     for i in range(n):
-        p[i], bits1[i], bits2[i] = exp_parts(m[i] if code == EXP else -abs(m[i]))
+        p[i], bits1[i], bits2[i] = exp_parts(_exp_arg(m[i], code))
     f1 = bits1.view(np.float64)
     f2 = bits2.view(np.float64)
     bad = 0
     for i in range(n):
         mi = m[i]
-        e = scale(mi if code == EXP else -abs(mi), p[i], f1[i], f2[i])
+        e = scale(_exp_arg(mi, code), p[i], f1[i], f2[i])
         ri, drdm[i] = _radius_from_exp(mi, e, code, r_max)
         r[i] = ri
         bad += not (_finite(mi) and _finite(ri))
