@@ -63,11 +63,13 @@ def main():
     print(f"\nseed table, --jobs {args.jobs}: {wall:.1f} s wall for {epochs} epochs; "
           f"fit {runs['fit_s'].sum():.1f} s, writing {runs['write_s'].sum():.1f} s (summed over "
           f"runs); median {runs['ms_per_epoch'].median():.2f} ms per epoch per worker")
-    steps = {run_id: 1e3 * np.diff(h["seconds"].to_numpy()) / np.diff(h["epoch"].to_numpy())
-             for run_id, h in (g.sort_values("epoch") for _, g in res.history.groupby("run_id"))}
+    steps = []  # each run's time per epoch, ms
+    for _, h in res.history.groupby("run_id"):
+        h = h.sort_values("epoch")
+        steps.append(1e3 * np.diff(h["seconds"].to_numpy()) / np.diff(h["epoch"].to_numpy()))
     print("epochs of each run, ms: 10th percentile / median / mean, from the history: "
           + ", ".join(f"{np.percentile(d, 10):.2f} / {np.median(d):.2f} / {d.mean():.2f}"
-                      for d in steps.values()))
+                      for d in steps))
     after = kernel_call()
     for when, call in (("before", before), ("after", after)):
         floor = call * epochs / args.jobs
