@@ -40,10 +40,12 @@ _scatter_2d = cpu._bins.scatter_source
 def two_d(X, R, mode, Y):
     """The forward kernel up to 797e92d: one loop, 2-D scratch."""
     nb, K, T = X.shape
-    tile, ntiles = cpu._tiling(T)
+    tile = cpu._tiling(T)
+    frames = np.full(nb, T, np.int64)
+    first = cpu._first_tiles(frames, tile)
     bad = 0
-    for job in prange(nb * ntiles):
-        b, t0, width = cpu._tile(job, ntiles, T, tile)
+    for job in prange(first[-1]):
+        b, t0, width = cpu._tile(job, first, frames, tile)
         d2 = np.zeros((K + 2, tile))
         own = np.empty((K, tile))
         sent = np.zeros(tile)
@@ -65,10 +67,12 @@ def two_d(X, R, mode, Y):
 def one_loop(X, R, mode, Y):
     """The forward kernel from 8b2cccc to b2cba0b: one loop, flat scratch."""
     nb, K, T = X.shape
-    tile, ntiles = cpu._tiling(T)
+    tile = cpu._tiling(T)
+    frames = np.full(nb, T, np.int64)
+    first = cpu._first_tiles(frames, tile)
     bad = 0
-    for job in prange(nb * ntiles):
-        b, t0, width = cpu._tile(job, ntiles, T, tile)
+    for job in prange(first[-1]):
+        b, t0, width = cpu._tile(job, first, frames, tile)
         d2 = np.zeros((K + 2) * tile)
         own = np.empty((K, tile))
         probe = np.zeros(tile)

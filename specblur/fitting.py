@@ -12,7 +12,7 @@ import pandas as pd
 from . import objective
 from .audio import Spectrogram
 from .errors import SpecblurError
-from .kernels import for_device, mode_code
+from .kernels import cpu, for_device, mode_code
 from .models import call_key, check_model_input, make_model
 from .schema import HISTORY_COLUMNS, SR, STATS
 from .settings import (Param, Settings, check_device, check_m_init, check_scale_min,
@@ -186,7 +186,8 @@ def _lockstep(items, device):
         from ._cuda_lockstep import CudaLockstep
 
         return CudaLockstep(items, _Descent)
-    return _Lockstep(items, device)
+    for_device(device)  # a SpecblurError naming the devices, for any other than the CPU
+    return _Lockstep(items)
 
 
 @dataclass
@@ -463,26 +464,27 @@ class _Descent:
 
 
 class _Lockstep:
-    """Runs that go through their epochs together, sharing the blur and model calls.
+    """Runs that go through their epochs together, sharing the blur and model calls (CPU).
 
-    The inputs sit in a ``(B, K, T_max)`` stack ordered by boundary mode, padded with zero
-    frames; each run owns a slot. Per epoch the blur and its VJP run once per mode on that
-    mode's slots (a zero frame blurs to zero and gets a zero radius gradient, so padding
-    changes nothing), and the model once per group of runs that share it and their
-    length. A run that ends leaves its slot to the last run of its mode, so the slots in
-    use stay contiguous.
+    The inputs sit in a ``(B, K, T_max)`` stack ordered by boundary mode; each run owns a
+    slot, and the kernels work on its first ``T`` frames only (``frames``), so the padding
+    after them costs nothing and changes nothing. Per epoch the blur and its VJP run once
+    per mode on that mode's slots, and the model once per group of runs that share it
+    (:func:`_model_forward`). The blurred stack's padding is kept zero, so that a model
+    can take a slice of it. A run that ends leaves its slot to the last run of its mode,
+    so the slots in use stay contiguous.
     """
 
-    def __init__(self, items, device):
-        backend = for_device(device)
-        self.kernels, self.send, self.fetch = backend.kernels, backend.send, backend.fetch
+    def __init__(self, items):
         self.runs = [_Descent(item) for item in items]
         K = items[0].X.shape[0]
         self.T = max(run.T for run in self.runs)
-        B = len(self.runs)
-        self.X = np.zeros((B, K, self.T))
-        self.R = np.ones((B, K, self.T))  # padded frames keep r = 1, the identity
-        self.G = np.zeros((B, K, self.T))
+        shape = (len(self.runs), K, self.T)
+        self.X, self.Y = np.zeros(shape), np.zeros(shape)
+        self.R, self.G, self.dR = np.empty(shape), np.empty(shape), np.empty(shape)
+        self.dX = np.empty((0, 0, 0))  # dL/dX is never read: the kernel skips it
+        self.frames = np.zeros(shape[0], np.int64)  # each slot's own frames
+        self.stale = set()  # slots whose padding in Y a longer run wrote
         self.groups = {}  # mode code -> the runs of that mode, in slot order
         for run in sorted(self.runs, key=lambda run: run.mode):
             group = self.groups.setdefault(run.mode, [])
@@ -492,16 +494,13 @@ class _Lockstep:
             for run in group:
                 self._place(run, slot)
                 slot += 1
-        self.X_dev = self.send(self.X)
-        self.Y, self.dR = (backend.empty(self.X.shape) for _ in range(2))
-        self.dX = backend.empty((0, 0, 0))  # dL/dX is never read: the kernel skips it
 
     def _place(self, run, slot):
+        if self.frames[slot] > run.T:
+            self.stale.add(slot)  # zeroed before the next forward pass (a model may hold Y)
         run.slot = slot
-        self.X[slot] = 0.0
+        self.frames[slot] = run.T
         self.X[slot, :, :run.T] = run.X
-        self.R[slot] = 1.0
-        self.G[slot] = 0.0
 
     def _leave(self, run):
         """Take ``run`` out of its group; the group's last run moves into its slot."""
@@ -511,13 +510,15 @@ class _Lockstep:
         if last is not run:
             self._place(last, run.slot)
             group.sort(key=lambda other: other.slot)
-            self.X_dev = self.send(self.X)
 
     def _spans(self):
         """``(mode, first slot, runs)`` for each mode with runs left."""
         return [(mode, group[0].slot, group) for mode, group in self.groups.items() if group]
 
     def _forward(self):
+        for slot in self.stale:
+            self.Y[slot, :, self.frames[slot]:] = 0.0
+        self.stale.clear()
         self.filled = {}  # run -> the slot whose radii this epoch's forward pass copied
         for mode, lo, group in self._spans():
             hi = lo + len(group)
@@ -528,8 +529,8 @@ class _Lockstep:
                     self.R[run.slot, :, :run.T] = run.r_blur
                     self.filled[run] = run.slot
                 R = self.R[lo:hi]
-            self.kernels.blur_forward(self.X_dev[lo:hi], self.send(R), mode, self.Y[lo:hi])
-        return self.fetch(self.Y)
+            cpu.blur_forward(self.X[lo:hi], R, mode, self.Y[lo:hi], self.frames[lo:hi])
+        return self.Y
 
     def _backward(self, grads):
         for mode, lo, group in self._spans():
@@ -543,9 +544,9 @@ class _Lockstep:
                         self.R[run.slot, :, :run.T] = run.r_blur
                     self.G[run.slot, :, :run.T] = grads[run]
                 R, G = self.R[lo:hi], self.G[lo:hi]
-            self.kernels.blur_backward(self.X_dev[lo:hi], self.send(R), self.send(G), mode,
-                                       self.dX[lo:hi], self.dR[lo:hi])
-        return self.fetch(self.dR)
+            cpu.blur_backward(self.X[lo:hi], R, G, mode, self.dX[lo:hi], self.dR[lo:hi],
+                              self.frames[lo:hi])
+        return self.dR
 
     def run(self, callback):
         active = list(self.runs)
@@ -565,7 +566,7 @@ class _Lockstep:
                     end(run)
                 Y = self._forward()
                 views = {run: Y[run.slot, :, :run.T] for run in active}
-                calls = _model_forward(active, views)
+                calls = _model_forward(active, views, Y)
                 for run in [run for run in active if not run.score(run.out)]:
                     end(run)
                 dR = self._backward(_model_vjp(calls, set(active)))
@@ -585,14 +586,15 @@ class _Lockstep:
         return [run.result() for run in self.runs]
 
 
-def _model_forward(runs, views):
+def _model_forward(runs, views, stack):
     """Call each model once per group of its runs; set each run's ``out``.
 
     A model with ``supports_batch = True`` takes a ``(B, K, T)`` stack of the runs with
     the same length; one that also has ``supports_lengths = True`` takes the runs of any
     lengths, zero-padded, with ``lengths=``. Other models, and a group of one run, are
-    called on each run's ``(K, T)`` array. Returns ``[(runs, Y, lengths)]`` per call, for
-    :func:`_model_vjp`.
+    called on each run's ``(K, T)`` array. A group whose slots of the lockstep's ``stack``
+    are consecutive and include its longest run gets a slice of the stack itself, other
+    groups a copy. Returns ``[(runs, Y, lengths)]`` per call, for :func:`_model_vjp`.
     """
     groups = {}
     for run in runs:
@@ -604,11 +606,15 @@ def _model_forward(runs, views):
             Y, lengths = views[group[0]], None
             group[0].out = model.forward(Y)
         else:
-            T = max(run.T for run in group)
-            Y = np.zeros((len(group),) + views[group[0]].shape[:-1] + (T,))
-            for i, run in enumerate(group):
-                Y[i, :, :run.T] = views[run]
+            group = sorted(group, key=lambda run: run.slot)
             lengths = [run.T for run in group]
+            T, lo = max(lengths), group[0].slot
+            if T == stack.shape[2] and group[-1].slot - lo == len(group) - 1:
+                Y = stack[lo:lo + len(group)]
+            else:
+                Y = np.zeros((len(group),) + stack.shape[1:2] + (T,))
+                for i, run in enumerate(group):
+                    Y[i, :, :run.T] = views[run]
             if min(lengths) == T:
                 lengths = None
             out = model.forward(Y) if lengths is None else model.forward(Y, lengths=lengths)

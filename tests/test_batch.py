@@ -101,6 +101,53 @@ def test_plug_in_without_batches_is_called_per_run(monkeypatch):
         assert_same_result(got, specblur.fit(X, **runs[0]))
 
 
+class Ragged:
+    """A plug-in that takes stacks of any lengths and checks that their padding is zero."""
+
+    supports_batch = supports_lengths = True
+
+    def __init__(self):
+        self.stacks = []
+
+    def _items(self, Y, lengths):
+        if Y.ndim == 2:
+            return [Y]
+        lengths = [Y.shape[2]] * len(Y) if lengths is None else lengths
+        for item, n in zip(Y, lengths):
+            assert not item[:, n:].any(), "padding reached the model"
+        self.stacks.append(Y.shape)
+        return [item[:, :n] for item, n in zip(Y, lengths)]
+
+    def forward(self, Y, lengths=None):
+        outs = [np.sqrt(item + 1.0).sum(axis=1, keepdims=True) for item in self._items(Y, lengths)]
+        return outs[0] if Y.ndim == 2 else np.stack(outs)
+
+    def vjp(self, Y, g_out, lengths=None):
+        items = self._items(Y, lengths)
+        if Y.ndim == 2:
+            return 0.5 * g_out / np.sqrt(Y + 1.0)
+        G = np.zeros(Y.shape)
+        for i, item in enumerate(items):
+            G[i, :, :item.shape[1]] = 0.5 * g_out[i] / np.sqrt(item + 1.0)
+        return G
+
+
+def test_a_model_of_any_lengths_gets_a_zero_padded_slice_of_the_stack(monkeypatch):
+    # the 20-frame run leaves after 2 epochs and the 10-frame run moves into its slot:
+    # the frames 10..19 it left there must be zero before the model sees the stack again
+    from specblur import fitting
+
+    model = Ragged()
+    monkeypatch.setattr(fitting, "make_model", lambda spec, **kw: model)
+    inputs = [spectrogram(1, 30), spectrogram(2, 20), spectrogram(3, 10)]
+    runs = [{"lam": 1e-3, "epochs": n, "mode": "conserve", "model": {"kind": "identity"}}
+            for n in (6, 2, 6)]
+    batch = specblur.fit_batch(inputs, runs)
+    assert model.stacks[-1] == (2, 33, 30)  # the stack's own slots, after the move
+    for X, run, got in zip(inputs, runs, batch):
+        assert_same_result(got, specblur.fit(X, **run))
+
+
 def test_a_diverging_run_leaves_and_the_others_go_on():
     X = spectrogram(3, 16)
     runs = [{"m_init": 2.0, "lam": 1e-3, "epochs": 8, "model": {"kind": "identity"}},

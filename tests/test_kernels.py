@@ -421,10 +421,50 @@ def test_forward_results_do_not_depend_on_the_tile_width(mode):
     outputs = []
     for tile in (32, 64, 128):
         Y = np.empty_like(X)
-        assert cpu._forward(X, R, MODE_CODES[mode], Y, tile) == 0
+        assert cpu._forward(X, R, MODE_CODES[mode], Y, tile, cpu.item_frames(None, 2, 300)) == 0
         outputs.append(Y)
     for Y in outputs[1:]:
         np.testing.assert_array_equal(Y, outputs[0])
+
+
+@settings(max_examples=30, deadline=None)
+@given(K=st.integers(1, 30), frames=st.lists(st.integers(0, 300), min_size=1, max_size=4),
+       mode=modes, seed=st.integers(0, 2**32 - 1))
+def test_kernels_with_frames_work_on_each_items_own_frames_only(K, frames, mode, seed):
+    # the lockstep fit's stack: item b is its first frames[b] frames, the rest padding that
+    # is neither read (NaN there would count as non-finite) nor written (the sentinel stays)
+    from specblur.kernels import MODE_CODES, cpu
+
+    rng = np.random.default_rng(seed)
+    shape = (len(frames), K, max(frames) + 33)
+    X, G = rng.random(shape), rng.standard_normal(shape)
+    R = rng.uniform(0, 2 * K, shape)
+    padding = np.arange(shape[2]) >= np.array(frames)[:, None, None]
+    for a in (X, R, G):
+        a[np.broadcast_to(padding, shape)] = np.nan
+    Y, dX, dR = (np.full(shape, 7.0) for _ in range(3))
+    code = MODE_CODES[mode]
+    assert cpu.blur_forward(X, R, code, Y, frames) == 0
+    assert cpu.blur_backward(X, R, G, code, dX, dR, np.array(frames)) == 0
+    for b, n in enumerate(frames):
+        own = [a[b:b + 1, :, :n].copy() for a in (X, R, G)]
+        Y1, dX1, dR1 = (np.empty_like(own[0]) for _ in range(3))
+        cpu.blur_forward(own[0], own[1], code, Y1)
+        cpu.blur_backward(*own, code, dX1, dR1)
+        np.testing.assert_array_equal(Y[b, :, :n], Y1[0])
+        np.testing.assert_array_equal(dX[b, :, :n], dX1[0])
+        np.testing.assert_array_equal(dR[b, :, :n], dR1[0])
+    for out in (Y, dX, dR):
+        assert (out[np.broadcast_to(padding, shape)] == 7.0).all()
+
+
+def test_kernels_reject_frames_that_do_not_fit_the_stack():
+    from specblur.kernels import cpu
+
+    X = np.zeros((2, 3, 5))
+    for frames in ([1], [1, 6], [-1, 2], [[1, 2]]):
+        with pytest.raises(ValueError, match="frames"):
+            cpu.blur_forward(X, X, 0, np.empty_like(X), frames)
 
 
 def test_forward_tiles_are_wide_while_every_thread_gets_two():

@@ -63,9 +63,8 @@ def _at(row, tile, j):
 
 @jit(inline="always")
 def _tiling(T):
-    """Frames per tile (``TILE``, or ``WIDE_TILE`` for long inputs) and tiles per item."""
-    tile = WIDE_TILE if T >= WIDE_FROM else TILE
-    return tile, (T + tile - 1) // tile
+    """Frames per tile of the backward kernel: ``TILE``, or ``WIDE_TILE`` for long inputs."""
+    return WIDE_TILE if T >= WIDE_FROM else TILE
 
 
 def forward_tile(nb: int, T: int, threads: int) -> int:
@@ -79,36 +78,63 @@ def forward_tile(nb: int, T: int, threads: int) -> int:
     return tile
 
 
+def item_frames(frames: np.ndarray | None, nb: int, T: int) -> np.ndarray:
+    """Each item's number of frames as the kernels take it: ``frames`` as int64 (checked
+    against ``(nb,)`` and ``0..T``), or ``T`` for every item."""
+    if frames is None:
+        return np.full(nb, T, np.int64)
+    frames = np.asarray(frames, dtype=np.int64)
+    if frames.shape != (nb,) or (frames < 0).any() or (frames > T).any():
+        raise ValueError(f"frames must give 0..{T} frames for each of {nb} items, "
+                         f"got {frames.tolist()}")
+    return frames
+
+
 @jit(inline="always")
-def _tile(job, ntiles, T, tile):
-    """Batch item, first frame and width of tile number ``job``."""
-    b = job // ntiles
-    t0 = (job - b * ntiles) * tile
-    return b, t0, min(tile, T - t0)
+def _first_tiles(frames, tile):
+    """``first[b]``: the number of tiles of ``tile`` frames before item ``b``
+    (``first[-1]``: all of them)."""
+    first = np.zeros(len(frames) + 1, np.int64)
+    for b in range(len(frames)):
+        first[b + 1] = first[b] + (frames[b] + tile - 1) // tile
+    return first
 
 
-def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray) -> int:
+@jit(inline="always")
+def _tile(job, first, frames, tile):
+    """Batch item, first frame and width of tile number ``job`` (tiles counted over the
+    items' own frames only, ``first`` from :func:`_first_tiles`)."""
+    b = np.searchsorted(first, job, side="right") - 1
+    t0 = (job - first[b]) * tile
+    return b, t0, min(tile, frames[b] - t0)
+
+
+def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray,
+                 frames: np.ndarray | None = None) -> int:
     """Write ``blur(X, R)`` into ``Y``; all three are C-ordered ``(B, K, T)``.
 
     Returns the number of frames where ``X`` or ``R`` has a non-finite value (``Y`` is then
     meaningless there).
     In the modes that keep each frame's total, the blurred mass is rescaled to that total
-    (``_scalar.mass_scale``).
+    (``_scalar.mass_scale``). With ``frames`` (one count per item), item ``b`` is its first
+    ``frames[b]`` frames: the frames after them are neither read nor written (the lockstep
+    fit's zero padding).
     """
     nb, _, T = X.shape
-    return _forward(X, R, mode, Y, forward_tile(nb, T, numba.get_num_threads()))
+    return _forward(X, R, mode, Y, forward_tile(nb, T, numba.get_num_threads()),
+                    item_frames(frames, nb, T))
 
 
 @parallel_jit
-def _forward(X, R, mode, Y, tile):
+def _forward(X, R, mode, Y, tile, frames):
     """:func:`blur_forward` on tiles of ``tile`` frames (an argument: Numba cannot cache
     code that asks for the number of threads itself)."""
-    nb, K, T = X.shape
-    ntiles = (T + tile - 1) // tile
+    _, K, _ = X.shape
+    first = _first_tiles(frames, tile)
     keeps_total = mode != TRUNCATE
     bad = 0
-    for job in prange(nb * ntiles):
-        b, t0, width = _tile(job, ntiles, T, tile)
+    for job in prange(first[-1]):
+        b, t0, width = _tile(job, first, frames, tile)
         d2 = np.zeros((K + 2) * tile)  # flat (K + 2, tile): the scatter indexes it directly
         own = np.empty((K, tile))
         probe = np.zeros(tile)  # 0 * v is NaN exactly when v is NaN or infinite
@@ -190,20 +216,27 @@ def _integrate(d2, own, sent, keeps_total, tile, width, Y, b, t0):
             Y[b, i, _col(t0, j)] = own[i, j] + d2[i * tile + j] * value[j]
 
 
-@parallel_jit
 def blur_backward(X: np.ndarray, R: np.ndarray, G: np.ndarray, mode: int, dX: np.ndarray,
-                  dR: np.ndarray) -> int:
+                  dR: np.ndarray, frames: np.ndarray | None = None) -> int:
     """Write the vector-Jacobian products of ``blur`` for cotangent ``G`` into ``dX``, ``dR``.
 
     An empty ``dX`` (size 0, as ``fit`` passes: it learns the radii only) is not written.
-    Returns the number of non-finite values in ``X``, ``R`` and ``G``.
+    Returns the number of non-finite values in ``X``, ``R`` and ``G``. ``frames`` as for
+    :func:`blur_forward`.
     """
+    nb, _, T = X.shape
+    return _backward(X, R, G, mode, dX, dR, item_frames(frames, nb, T))
+
+
+@parallel_jit
+def _backward(X, R, G, mode, dX, dR, frames):
     keep_dx = dX.size > 0
     bad = 0
-    nb, K, T = X.shape
-    tile, ntiles = _tiling(T)
-    for job in prange(nb * ntiles):
-        b, t0, width = _tile(job, ntiles, T, tile)
+    _, K, T = X.shape
+    tile = _tiling(T)
+    first = _first_tiles(frames, tile)
+    for job in prange(first[-1]):
+        b, t0, width = _tile(job, first, frames, tile)
         P0 = np.zeros((K + 1, tile))
         P1 = np.zeros((K + 1, tile))
         for i in range(K):
