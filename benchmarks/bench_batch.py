@@ -17,8 +17,9 @@ input, against one forward and one VJP of the zero-padded stack of all inputs (w
 ``lengths=`` where the model takes them), alternating, best of ``--repeat`` + 2. This
 speed-up bounds the sweep's when the model takes most of an epoch, as the speaker encoder
 does. (A model without ``lengths=`` is batched only over inputs of equal length, so for
-it the stack of all inputs is a loose bound.) Beside it, the time the model's calls took
-inside the fastest ``--jobs 1`` sweep of each kind, per epoch of all the runs.
+it the stack of all inputs is a loose bound.) Beside it, the time the model's calls and
+the blur kernels' calls took inside the fastest ``--jobs 1`` sweep of each kind, per
+epoch of all the runs, and the rest of the wall time.
 """
 import argparse
 import resource
@@ -32,6 +33,7 @@ import yaml
 
 from _timing import alternate
 from specblur.audio import load_input
+from specblur.kernels import cpu
 from specblur.models import make_model
 from specblur.sweep.config import load_sweep
 from specblur.sweep.runner import run_sweep
@@ -53,31 +55,32 @@ def shortened(path, epochs, folder):
     return load_sweep(out)
 
 
-def timed(sweep, jobs, batch, folder, clock):
-    """Wall seconds of the sweep, and seconds in the model's calls (in this process only)."""
-    clock[0] = 0.0
+def timed(sweep, jobs, batch, folder, clocks):
+    """Wall seconds of the sweep, and the seconds of each clock's calls (this process only)."""
+    for clock in clocks:
+        clock[0] = 0.0
     start = time.perf_counter()
     runs = run_sweep(sweep, out=folder, jobs=jobs, batch=batch, force=True)
     wall = time.perf_counter() - start
     if not (runs["status"] == "done").all():
         sys.exit(f"a run did not finish: {runs[['run_id', 'status', 'error']]}")
-    return wall, clock[0]
+    return (wall, *(clock[0] for clock in clocks))
 
 
-def clock_model(cls):
-    """Make ``cls.forward`` and ``cls.vjp`` add their seconds to the returned ``[0.0]``."""
+def clock_calls(owner, names):
+    """Make each ``owner.<name>`` add its seconds to the returned ``[0.0]``."""
     clock = [0.0]
-    for name in ("forward", "vjp"):
-        method = getattr(cls, name)
+    for name in names:
+        function = getattr(owner, name)
 
-        def timed_call(self, *args, _method=method, **kwargs):
+        def timed_call(*args, _function=function, **kwargs):
             start = time.perf_counter()
             try:
-                return _method(self, *args, **kwargs)
+                return _function(*args, **kwargs)
             finally:
                 clock[0] += time.perf_counter() - start
 
-        setattr(cls, name, timed_call)
+        setattr(owner, name, timed_call)
     return clock
 
 
@@ -119,7 +122,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         sweep = shortened(args.sweep, args.epochs, tmp)
         each, together, model_class = model_speedup(sweep, args.repeat)
-        clock = clock_model(model_class)
+        clocks = (clock_calls(model_class, ("forward", "vjp")),
+                  clock_calls(cpu, ("blur_forward", "blur_backward")))
         inside = {}
         n = len(sweep.runs) * args.epochs
         print(f"{args.sweep}: {len(sweep.runs)} runs x {args.epochs} epochs = {n} run-epochs")
@@ -129,24 +133,26 @@ def main():
             best = {1: float("inf"), None: float("inf")}
             for _ in range(args.repeat):
                 for batch in (1, None):
-                    wall, in_model = timed(sweep, jobs, batch, Path(tmp) / f"out-{jobs}-{batch}",
-                                           clock)
+                    wall, *parts = timed(sweep, jobs, batch, Path(tmp) / f"out-{jobs}-{batch}",
+                                         clocks)
                     if wall < best[batch]:
                         best[batch] = wall
                         if jobs == 1:
-                            inside[batch] = in_model
+                            inside[batch] = (wall, *parts)
             print(f"{jobs:4d} {best[1]:10.1f} {best[None]:8.1f} {n / best[1]:13.1f} "
                   f"{n / best[None]:10.1f} {best[1] / best[None]:8.2f}x")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process (the --jobs 1 sweeps run in it): {peak:.0f} MB")
     print(f"model alone, forward + VJP of all {len(sweep.inputs)} inputs: one by one "
           f"{1e3 * each:.0f} ms, as one stack {1e3 * together:.0f} ms: {each / together:.2f}x")
-    if inside:
-        per_epoch = {k: 1e3 * v / (args.epochs + 1) for k, v in inside.items()}
-        print(f"model inside the --jobs 1 sweeps, per epoch of all runs: batch 1 "
-              f"{per_epoch[1]:.0f} ms, auto {per_epoch[None]:.0f} ms: "
-              f"{per_epoch[1] / per_epoch[None]:.2f}x")
-
+    if inside:  # per batch kind: wall, model and kernels, in ms per epoch of all runs
+        ms = {b: [1e3 * t / (args.epochs + 1) for t in times] for b, times in inside.items()}
+        print("inside the fastest --jobs 1 sweeps, ms per epoch of all runs (batch 1, auto):")
+        for i, name in ((1, "model"), (2, "blur kernels")):
+            print(f"  {name:<13} {ms[1][i]:7.1f} {ms[None][i]:7.1f}  {ms[1][i] / ms[None][i]:.2f}x")
+        rest = {b: t[0] - t[1] - t[2] for b, t in ms.items()}
+        print(f"  {'the rest':<13} {rest[1]:7.1f} {rest[None]:7.1f}  (the objective, copies, "
+              "Python, and each run's set-up and writing, spread over the epochs)")
 
 if __name__ == "__main__":
     main()
