@@ -5,6 +5,7 @@ default), ``final/<run_id>.parquet`` the last snapshot's ``m`` and ``r`` at floa
 readers of :mod:`specblur.sweep.results` give float64 fields with the final values exact.
 """
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -240,6 +241,34 @@ def test_tables_round_trip(tmp_path_factory, seed, K, T, epochs, dtype, columns,
     # a folder-wide read agrees with the per-run reader
     pd.testing.assert_frame_equal(read_table_folder(folder, "fields").drop(columns="run_id"),
                                   read_fields(folder, rid, "all", None).drop(columns="run_id"))
+    # and so does one given the final table read already (as specblur.load reads it)
+    final = read_table_folder(folder, "final")
+    pd.testing.assert_frame_equal(read_table_folder(folder, "fields", final),
+                                  read_table_folder(folder, "fields"))
+
+
+def test_load_reads_each_final_table_once(tmp_path, monkeypatch):
+    from specblur.sweep import results
+
+    folder = tmp_path / "sweep"
+    runs = {}
+    for i, rid in enumerate(("0123456789ab", "ba9876543210")):
+        snaps = _snapshots(i, 3, 4, [2, 5])
+        runs[rid] = snaps
+        write_table(folder / "fields" / f"{rid}.parquet", fields_frame(rid, snaps, "float32"))
+        write_table(folder / "final" / f"{rid}.parquet", final_frame(rid, snaps))
+    write_table(folder / "runs.parquet", pd.DataFrame({"run_id": list(runs)}))
+    reads = []
+    read_parquet = pd.read_parquet
+    monkeypatch.setattr(results.pd, "read_parquet",
+                        lambda path, *a, **kw: reads.append(Path(path)) or
+                        read_parquet(path, *a, **kw))
+    res = results.load(folder, tables=("fields", "final"))
+    assert sorted(p.name for p in reads if p.parent.name == "final") == \
+        sorted(f"{rid}.parquet" for rid in runs)
+    for rid, snaps in runs.items():  # the last snapshot's m and r are exact, not float32
+        last = res.fields[(res.fields.run_id == rid) & (res.fields.epoch == 5)]
+        np.testing.assert_array_equal(last["r"].to_numpy(), snaps[5]["r"].ravel())
 
 
 def test_a_folder_without_final_tables_reads_as_before(tmp_path):

@@ -412,25 +412,33 @@ def read_fields(folder: str | os.PathLike, run_id: str, epochs: str | Sequence[i
     return _read_fields_file(path, columns, filters=[("epoch", "in", epochs)])
 
 
-def _read_fields_file(path: Path, columns=None, filters=None) -> pd.DataFrame:
+def _read_fields_file(path: Path, columns=None, filters=None, final=None) -> pd.DataFrame:
     """One ``fields/<run_id>.parquet`` with its fields as float64 and, for the snapshot
-    that ``final/<run_id>.parquet`` holds, its exact ``m`` and ``r``."""
+    that ``final/<run_id>.parquet`` holds, its exact ``m`` and ``r``. ``final`` is that
+    table when the caller has read it already (an empty frame: the run has none)."""
     columns = list(columns) if columns is not None else None
-    final = [n for n in FINAL_NAMES if columns is None or n in columns]
+    names = [n for n in FINAL_NAMES if columns is None or n in columns]
     keys = [c for c in ("epoch", "k", "t") if columns is not None and c not in columns]
-    df = pd.read_parquet(path, columns=columns + keys if final and keys else columns,
+    df = pd.read_parquet(path, columns=columns + keys if names and keys else columns,
                          filters=filters)
     df = df.astype({c: FIELD_TYPES[c] for c in df.columns if c in FIELD_NAMES})
-    if final and len(df):
-        df = _put_final(df, path.parent.parent / "final" / path.name, final)
-    return df.drop(columns=keys) if final and keys else df
+    if names and len(df):
+        if final is None:
+            final = _read_final_file(path.parent.parent / "final" / path.name, names)
+        df = _put_final(df, final, names)
+    return df.drop(columns=keys) if names and keys else df
 
 
-def _put_final(df: pd.DataFrame, path: Path, names: list) -> pd.DataFrame:
-    """``df`` with the float64 ``names`` of the final table at ``path`` in its snapshot."""
-    if not path.is_file():  # a folder written before the final tables: fields are float64
-        return df
-    final = pd.read_parquet(path, columns=["epoch", "k", "t", *names])
+def _read_final_file(path: Path, names: list) -> pd.DataFrame:
+    """The ``epoch``, ``k``, ``t`` and ``names`` of a final table; empty if it is missing
+    (a folder written before the final tables, whose fields are float64)."""
+    if not path.is_file():
+        return pd.DataFrame({c: [] for c in ("epoch", "k", "t", *names)})
+    return pd.read_parquet(path, columns=["epoch", "k", "t", *names])
+
+
+def _put_final(df: pd.DataFrame, final: pd.DataFrame, names: list) -> pd.DataFrame:
+    """``df`` with the float64 ``names`` of the final table ``final`` in its snapshot."""
     if final.empty:
         return df
     rows = np.flatnonzero(df["epoch"].to_numpy() == final["epoch"].iloc[0])
@@ -446,19 +454,31 @@ def _put_final(df: pd.DataFrame, path: Path, names: list) -> pd.DataFrame:
     return df
 
 
-def read_table_folder(folder: str | os.PathLike, name: str) -> pd.DataFrame:
+def read_table_folder(folder: str | os.PathLike, name: str,
+                      final: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every run's file of one per-run table (``history``, ...) as one DataFrame.
 
     ``run_id`` comes back as a string; a folder with no files gives an empty frame.
     ``fields`` come back as :func:`read_fields` gives them: float64, with each run's last
-    snapshot's ``m`` and ``r`` from ``final``.
+    snapshot's ``m`` and ``r`` from ``final`` (the ``final`` table as this function
+    returns it, if given; else read from each run's file).
     """
     files = sorted((Path(folder) / name).glob("[!.]*.parquet"))
-    read = _read_fields_file if name == "fields" else pd.read_parquet
+    read = _fields_reader(final) if name == "fields" else pd.read_parquet
     df = pd.concat(_read_each(files, read), ignore_index=True) if files else \
         pd.DataFrame({"run_id": []})
     df["run_id"] = df["run_id"].astype(str)
     return df
+
+
+def _fields_reader(final: pd.DataFrame | None):
+    """``read(path)`` of a fields file that takes the run's final table from ``final``
+    (every run's, read already), or from the run's own file (None)."""
+    if final is None:
+        return _read_fields_file
+    finals = dict(iter(final.groupby("run_id", sort=False)))
+    none = pd.DataFrame({c: [] for c in ("epoch", "k", "t", *FINAL_NAMES)})
+    return lambda path: _read_fields_file(path, final=finals.get(path.stem, none))
 
 
 def load(folder: str | os.PathLike, tables: Sequence[str] = TABLES) -> Results:
@@ -496,8 +516,11 @@ def load(folder: str | os.PathLike, tables: Sequence[str] = TABLES) -> Results:
     folder = Path(folder)
     if not (folder / "runs.parquet").exists():
         raise SpecblurError(f"{folder} is not a specblur results folder (no runs.parquet)")
-    parts = {name: read_table_folder(folder, name) if name in tables
-             else pd.DataFrame({"run_id": pd.Series(dtype=str)}) for name in TABLES}
+    # read once: the fields take their last snapshot's m and r from it
+    final = read_table_folder(folder, "final") if "final" in tables else None
+    parts = {name: final if name == "final" else read_table_folder(folder, name, final)
+             if name in tables else pd.DataFrame({"run_id": pd.Series(dtype=str)})
+             for name in TABLES}
     if "faithfulness" in tables:
         parts["faithfulness"] = load_faithfulness(folder)
     runs = read_runs(folder)
