@@ -294,6 +294,8 @@ class _Descent:
         self.tv = cfg.tv
         # multi-scale training (SPEC §9.6): each epoch blurs with r**exponent
         self.scales = None if cfg.scale_min is None else np.random.default_rng(cfg.seed)
+        if self.scales is not None:  # the exponents' range, in logs (see _draw)
+            self.log_range = (math.log(cfg.scale_min), math.log(self.r_max))
         self.exponent = 1.0
         self.x_total = float(X.sum())
         self.adam = cfg.optimizer == "adam"
@@ -362,7 +364,7 @@ class _Descent:
         u, v = self.scales.random(2)
         if full or u < self.cfg.scale_p:
             return 1.0
-        lo, hi = math.log(self.cfg.scale_min), math.log(self.r_max)
+        lo, hi = self.log_range
         return (lo + v * (hi - lo)) / hi
 
     @property
