@@ -427,42 +427,77 @@ def test_forward_results_do_not_depend_on_the_tile_width(mode):
         np.testing.assert_array_equal(Y, outputs[0])
 
 
+def _per_item(X, R, G, code, frames, tile=None):
+    """The kernels on a stack with ``frames`` (forward tiles of ``tile`` frames, or the
+    kernel's choice), against each item alone: ``(stacked, alone)``, each the outputs
+    ``Y, dX, dR`` and the two non-finite counts."""
+    from specblur.kernels import cpu
+
+    frames = np.array(frames)
+    Y, dX, dR = (np.full(X.shape, 7.0) for _ in range(3))
+    if tile is None:
+        bad_fwd = cpu.blur_forward(X, R, code, Y, frames)
+    else:
+        bad_fwd = cpu._forward(X, R, code, Y, tile, frames)
+    bad_bwd = cpu.blur_backward(X, R, G, code, dX, dR, frames)
+    alone = [np.full(X.shape, 7.0) for _ in range(3)]
+    bad_alone = [0, 0]
+    for b, n in enumerate(frames):
+        own = [a[b:b + 1, :, :n].copy() for a in (X, R, G)]
+        outs = [np.empty_like(own[0]) for _ in range(3)]
+        bad_alone[0] += cpu.blur_forward(own[0], own[1], code, outs[0])
+        bad_alone[1] += cpu.blur_backward(*own, code, outs[1], outs[2])
+        for whole, out in zip(alone, outs):
+            whole[b, :, :n] = out[0]
+    return (Y, dX, dR, bad_fwd, bad_bwd), (*alone, *bad_alone)
+
+
 @settings(max_examples=30, deadline=None)
 @given(K=st.integers(1, 30), frames=st.lists(st.integers(0, 300), min_size=1, max_size=4),
-       mode=modes, seed=st.integers(0, 2**32 - 1))
-def test_kernels_with_frames_work_on_each_items_own_frames_only(K, frames, mode, seed):
+       mode=modes, seed=st.integers(0, 2**32 - 1), tile=st.sampled_from([None, 32, 64, 128]))
+def test_kernels_with_frames_work_on_each_items_own_frames_only(K, frames, mode, seed, tile):
     # the lockstep fit's stack: item b is its first frames[b] frames, the rest padding that
-    # is neither read (NaN there would count as non-finite) nor written (the sentinel stays)
-    from specblur.kernels import MODE_CODES, cpu
+    # is neither read (NaN there would count as non-finite) nor written (the 7s stay)
+    from specblur.kernels import MODE_CODES
 
     rng = np.random.default_rng(seed)
     shape = (len(frames), K, max(frames) + 33)
     X, G = rng.random(shape), rng.standard_normal(shape)
     R = rng.uniform(0, 2 * K, shape)
-    padding = np.arange(shape[2]) >= np.array(frames)[:, None, None]
+    padding = np.broadcast_to(np.arange(shape[2]) >= np.array(frames)[:, None, None], shape)
     for a in (X, R, G):
-        a[np.broadcast_to(padding, shape)] = np.nan
-    Y, dX, dR = (np.full(shape, 7.0) for _ in range(3))
-    code = MODE_CODES[mode]
-    assert cpu.blur_forward(X, R, code, Y, frames) == 0
-    assert cpu.blur_backward(X, R, G, code, dX, dR, np.array(frames)) == 0
-    for b, n in enumerate(frames):
-        own = [a[b:b + 1, :, :n].copy() for a in (X, R, G)]
-        Y1, dX1, dR1 = (np.empty_like(own[0]) for _ in range(3))
-        cpu.blur_forward(own[0], own[1], code, Y1)
-        cpu.blur_backward(*own, code, dX1, dR1)
-        np.testing.assert_array_equal(Y[b, :, :n], Y1[0])
-        np.testing.assert_array_equal(dX[b, :, :n], dX1[0])
-        np.testing.assert_array_equal(dR[b, :, :n], dR1[0])
-    for out in (Y, dX, dR):
-        assert (out[np.broadcast_to(padding, shape)] == 7.0).all()
+        a[padding] = np.nan
+    stacked, alone = _per_item(X, R, G, MODE_CODES[mode], frames, tile)
+    for got, want in zip(stacked, alone):
+        np.testing.assert_array_equal(got, want)
+    assert stacked[3] == stacked[4] == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kernels_with_frames_count_non_finite_values_in_the_frames_as_alone(mode):
+    # long items (the backward kernel's wide tiles from 1024 frames on), an empty one, and
+    # NaN and infinity inside the frames: the counts add up over the items
+    from specblur.kernels import MODE_CODES
+
+    rng = np.random.default_rng(11)
+    frames = [1100, 0, 1030, 5]
+    shape = (4, 6, 1100)
+    X, G = rng.random(shape), rng.standard_normal(shape)
+    R = rng.uniform(0, 12, shape)
+    X[0, 2, 1099], R[2, 0, 17], G[2, 5, 1029], X[3, 1, 4] = np.nan, np.inf, np.nan, -np.inf
+    X[2, 3, 1050] = np.nan  # in the padding: not counted
+    stacked, alone = _per_item(X, R, G, MODE_CODES[mode], frames)
+    for got, want in zip(stacked[:3], alone[:3]):
+        np.testing.assert_array_equal(got[np.isfinite(want)], want[np.isfinite(want)])
+    assert stacked[3:] == alone[3:]
+    assert alone[3] == 3 and alone[4] == 4
 
 
 def test_kernels_reject_frames_that_do_not_fit_the_stack():
     from specblur.kernels import cpu
 
     X = np.zeros((2, 3, 5))
-    for frames in ([1], [1, 6], [-1, 2], [[1, 2]]):
+    for frames in ([1], [1, 6], [-1, 2], [[1, 2]], [1.5, 2.0]):
         with pytest.raises(ValueError, match="frames"):
             cpu.blur_forward(X, X, 0, np.empty_like(X), frames)
 
@@ -470,11 +505,15 @@ def test_kernels_reject_frames_that_do_not_fit_the_stack():
 def test_forward_tiles_are_wide_while_every_thread_gets_two():
     from specblur.kernels import cpu
 
-    assert cpu.forward_tile(1, 300, 1) == 128   # 3 tiles for 1 thread
-    assert cpu.forward_tile(1, 300, 2) == 64    # 128 would give 3 tiles for 2 threads
-    assert cpu.forward_tile(4, 300, 2) == 128
-    assert cpu.forward_tile(1, 40, 1) == 32     # never below TILE
-    assert cpu.forward_tile(1, 5000, 16) == 128
+    def tile(frames, threads):
+        return cpu.forward_tile(np.array(frames), threads)
+
+    assert tile([300], 1) == 128   # 3 tiles for 1 thread
+    assert tile([300], 2) == 64    # 128 would give 3 tiles for 2 threads
+    assert tile([300] * 4, 2) == 128
+    assert tile([40], 1) == 32     # never below TILE
+    assert tile([5000], 16) == 128
+    assert tile([300, 0, 0], 2) == 64  # items without frames have no tiles
 
 
 @pytest.mark.parametrize("mode", MODES)

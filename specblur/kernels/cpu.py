@@ -67,13 +67,14 @@ def _tiling(T):
     return WIDE_TILE if T >= WIDE_FROM else TILE
 
 
-def forward_tile(nb: int, T: int, threads: int) -> int:
-    """Frames per tile of the forward kernel: ``WIDE_TILE``, halved down to ``TILE`` while
-    there would be fewer than two tiles per thread. Wide tiles let the kernel write each
-    row of ``Y`` in longer runs, which costs less per bin (the backward kernel does not
-    gain from them). Every frame's result is the same for any tile width."""
+def forward_tile(frames: np.ndarray, threads: int) -> int:
+    """Frames per tile of the forward kernel for items of ``frames`` frames each:
+    ``WIDE_TILE``, halved down to ``TILE`` while there would be fewer than two tiles per
+    thread. Wide tiles let the kernel write each row of ``Y`` in longer runs, which costs
+    less per bin (the backward kernel does not gain from them). Every frame's result is the
+    same for any tile width."""
     tile = WIDE_TILE
-    while tile > TILE and nb * -(-T // tile) < 2 * threads:
+    while tile > TILE and int(np.sum(-(-frames // tile))) < 2 * threads:
         tile //= 2
     return tile
 
@@ -83,7 +84,10 @@ def item_frames(frames: np.ndarray | None, nb: int, T: int) -> np.ndarray:
     against ``(nb,)`` and ``0..T``), or ``T`` for every item."""
     if frames is None:
         return np.full(nb, T, np.int64)
-    frames = np.asarray(frames, dtype=np.int64)
+    frames = np.asarray(frames)
+    if frames.dtype.kind not in "iu":
+        raise ValueError(f"frames must be integers, got {frames.dtype}")
+    frames = frames.astype(np.int64, copy=False)
     if frames.shape != (nb,) or (frames < 0).any() or (frames > T).any():
         raise ValueError(f"frames must give 0..{T} frames for each of {nb} items, "
                          f"got {frames.tolist()}")
@@ -121,8 +125,8 @@ def blur_forward(X: np.ndarray, R: np.ndarray, mode: int, Y: np.ndarray,
     fit's zero padding).
     """
     nb, _, T = X.shape
-    return _forward(X, R, mode, Y, forward_tile(nb, T, numba.get_num_threads()),
-                    item_frames(frames, nb, T))
+    frames = item_frames(frames, nb, T)
+    return _forward(X, R, mode, Y, forward_tile(frames, numba.get_num_threads()), frames)
 
 
 @parallel_jit
