@@ -691,8 +691,10 @@ def test_truncated_fields_and_final_tables_with_segments(tmp_path, capsys):
     assert report_main([str(folder), "--jobs", "1"]) == 0
     err = capsys.readouterr().err
     assert "Traceback" not in err and all(str(path) in err for path in damaged), err
-    with pytest.raises(SpecblurError, match=str(damaged[0])):
+    with pytest.raises(SpecblurError, match=str(damaged[1])):  # final/ is read first
         load(folder)
+    with pytest.raises(SpecblurError, match=str(damaged[0])):
+        load(folder, tables=("fields",))
 
     rc, out, err = run(tmp_path, capsys, text, "--dry-run")
     assert rc == 0 and "3 runs, 2 to run" in out
