@@ -1,8 +1,7 @@
 """The lockstep driver of ``fit`` and ``fit_batch`` with ``device="cuda"``: epochs on the GPU.
 
-The CPU driver (``fitting._Lockstep``) moves the radius stack to the device and the blurred
-stack and the radius gradient back every epoch. This one keeps everything an epoch touches
-on the device: the inputs ``X``, each run's ``m``, ``m_next``, ``r``, ``dr/dm``, Adam
+The CPU driver (``fitting._Lockstep``) keeps the fields in host memory. This one keeps
+everything an epoch touches on the device: the inputs ``X``, each run's ``m``, ``m_next``, ``r``, ``dr/dm``, Adam
 moments, the blurred ``Y``, the cotangent ``G``, ``dL/dr``, the snapshot fields and the
 smoothness term's buffers, all as zero-padded ``(B, K, T_max)`` stacks with one slot per
 run, and each run's settings and state as small tables (``kernels.gpu_objective``). An

@@ -596,8 +596,9 @@ def _model_forward(runs, views, stack):
     the same length; one that also has ``supports_lengths = True`` takes the runs of any
     lengths, zero-padded, with ``lengths=``. Other models, and a group of one run, are
     called on each run's ``(K, T)`` array. A group whose slots of the lockstep's ``stack``
-    are consecutive and include its longest run gets a slice of the stack itself, other
-    groups a copy. Returns ``[(runs, Y, lengths)]`` per call, for :func:`_model_vjp`.
+    are consecutive and whose longest run fills the stack's ``T_max`` frames gets a slice
+    of the stack itself (so a model must not write into ``Y``), other groups a zero-padded
+    copy. Returns ``[(runs, Y, lengths)]`` per call, for :func:`_model_vjp`.
     """
     groups = {}
     for run in runs:

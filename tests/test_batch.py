@@ -108,6 +108,7 @@ class Ragged:
 
     def __init__(self):
         self.stacks = []
+        self.slices = []  # per stacked call: was it a view of another array (the lockstep's)?
 
     def _items(self, Y, lengths):
         if Y.ndim == 2:
@@ -116,6 +117,7 @@ class Ragged:
         for item, n in zip(Y, lengths):
             assert not item[:, n:].any(), "padding reached the model"
         self.stacks.append(Y.shape)
+        self.slices.append(Y.base is not None)
         return [item[:, :n] for item, n in zip(Y, lengths)]
 
     def forward(self, Y, lengths=None):
@@ -144,6 +146,23 @@ def test_a_model_of_any_lengths_gets_a_zero_padded_slice_of_the_stack(monkeypatc
             for n in (6, 2, 6)]
     batch = specblur.fit_batch(inputs, runs)
     assert model.stacks[-1] == (2, 33, 30)  # the stack's own slots, after the move
+    assert all(model.slices)  # never a copy: the group's slots stay consecutive
+    for X, run, got in zip(inputs, runs, batch):
+        assert_same_result(got, specblur.fit(X, **run))
+
+
+def test_a_model_gets_the_stack_in_slot_order_after_a_run_moves(monkeypatch):
+    # run 1 ends first and run 4 moves into its slot: the runs' order in the batch (0, 2,
+    # 3, 4) is no longer their slots' (0, 4, 2, 3), and the model's rows follow the slots
+    from specblur import fitting
+
+    model = Ragged()
+    monkeypatch.setattr(fitting, "make_model", lambda spec, **kw: model)
+    inputs = [spectrogram(i, T) for i, T in enumerate((30, 25, 22, 30, 18))]
+    runs = [{"m_init": 1.5 + i / 2, "lam": 1e-3, "epochs": 2 if i == 1 else 5,
+             "model": {"kind": "identity"}} for i in range(5)]
+    batch = specblur.fit_batch(inputs, runs)
+    assert all(model.slices)
     for X, run, got in zip(inputs, runs, batch):
         assert_same_result(got, specblur.fit(X, **run))
 
@@ -168,11 +187,12 @@ def test_a_run_leaving_between_the_blur_and_its_vjp_hands_its_slot_on():
     X = spectrogram(8, 14)
     loud = X.copy()
     loud[::2] = 1e200
-    run = {"m_init": 3.0, "lam": 1e-2, "epochs": 4, "model": {"kind": "identity"}}
-    inputs = [loud, X, spectrogram(9, 14)]
-    batch = specblur.fit_batch(inputs, run)
+    runs = [{"m_init": m, "lam": 1e-2, "epochs": 4, "model": {"kind": "identity"}}
+            for m in (2.0, 3.0, 3.5)]  # different radii: the moved run's must be refilled
+    inputs = [loud, X, spectrogram(9, 12)]
+    batch = specblur.fit_batch(inputs, runs)
     assert [res.status for res in batch] == ["diverged", "done", "done"]
-    for Xi, got in zip(inputs, batch):
+    for Xi, run, got in zip(inputs, runs, batch):
         assert_same_result(got, specblur.fit(Xi, **run))
 
 
