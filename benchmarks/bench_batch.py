@@ -86,7 +86,8 @@ def clock_calls(owner, names):
 
 def model_speedup(sweep, repeat):
     """Seconds of the model's forward + VJP of every input one by one, and of one stack of
-    them (the first run's model; inputs as the sweep loads them)."""
+    them (the first run's model; inputs as the sweep loads them); the model's class; and the
+    stack's frames over the inputs' (what zero padding adds)."""
     specs = [load_input(inp.settings) for inp in sweep.inputs]
     first = specs[0]
     model = make_model(sweep.runs[0].settings.model, sr=first.sr, n_fft=first.n_fft,
@@ -109,7 +110,7 @@ def model_speedup(sweep, repeat):
         model.vjp(stack, np.ones_like(out), **ragged)
 
     each, batch = alternate([alone, together], repeat + 2)
-    return each, batch, type(model)
+    return each, batch, type(model), stack.shape[0] * stack.shape[2] / sum(lengths)
 
 
 def main():
@@ -121,7 +122,7 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sweep = shortened(args.sweep, args.epochs, tmp)
-        each, together, model_class = model_speedup(sweep, args.repeat)
+        each, together, model_class, padded = model_speedup(sweep, args.repeat)
         clocks = (clock_calls(model_class, ("forward", "vjp")),
                   clock_calls(cpu, ("blur_forward", "blur_backward")))
         inside = {}
@@ -144,7 +145,8 @@ def main():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process (the --jobs 1 sweeps run in it): {peak:.0f} MB")
     print(f"model alone, forward + VJP of all {len(sweep.inputs)} inputs: one by one "
-          f"{1e3 * each:.0f} ms, as one stack {1e3 * together:.0f} ms: {each / together:.2f}x")
+          f"{1e3 * each:.0f} ms, as one stack {1e3 * together:.0f} ms: {each / together:.2f}x "
+          f"(the stack has {padded:.2f} times the inputs' frames)")
     if inside:  # per batch kind: wall, model and kernels, in ms per epoch of all runs
         ms = {b: [1e3 * t / (args.epochs + 1) for t in times] for b, times in inside.items()}
         print("inside the fastest --jobs 1 sweeps, ms per epoch of all runs (batch 1, auto):")
@@ -153,6 +155,7 @@ def main():
         rest = {b: t[0] - t[1] - t[2] for b, t in ms.items()}
         print(f"  {'the rest':<13} {rest[1]:7.1f} {rest[None]:7.1f}  (the objective, copies, "
               "Python, and each run's set-up and writing, spread over the epochs)")
+
 
 if __name__ == "__main__":
     main()
