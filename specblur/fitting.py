@@ -469,8 +469,8 @@ class _Descent:
 class _Lockstep:
     """Runs that go through their epochs together, sharing the blur and model calls (CPU).
 
-    The inputs sit in a ``(B, K, T_max)`` stack ordered by boundary mode; each run owns a
-    slot, and the kernels work on its first ``T`` frames only (``frames``), so the padding
+    The inputs sit in a ``(B, K, T_max)`` stack ordered by boundary mode, then longest
+    first; each run owns a slot, and the kernels work on its first ``T`` frames only (``frames``), so the padding
     after them costs nothing and changes nothing. Per epoch the blur and its VJP run once
     per mode on that mode's slots, and the model once per group of runs that share it
     (:func:`_model_forward`). The blurred stack's padding is kept zero, so that a model
@@ -489,7 +489,8 @@ class _Lockstep:
         self.frames = np.zeros(shape[0], np.int64)  # each slot's own frames
         self.stale = set()  # slots whose padding in Y a longer run wrote
         self.groups = {}  # mode code -> the runs of that mode, in slot order
-        for run in sorted(self.runs, key=lambda run: run.mode):
+        # longest first within a mode: the order in which the speaker encoder runs them
+        for run in sorted(self.runs, key=lambda run: (run.mode, -run.T)):
             group = self.groups.setdefault(run.mode, [])
             group.append(run)
         slot = 0

@@ -139,7 +139,7 @@ class SpeakerEncoder:
         mel = librosa.filters.mel(sr=INPUT["sr"], n_fft=INPUT["n_fft"], n_mels=N_MELS,
                                   dtype=np.float64)
         self.mel = mel
-        self._mel_t = torch.from_numpy(mel.T.copy()).to(self.dtype)  # (K, n_mels)
+        self._mel = torch.from_numpy(mel).to(self.dtype)  # (n_mels, K)
         self._cache = None
 
     @property
@@ -161,7 +161,7 @@ class SpeakerEncoder:
         self.device = torch.device(device)
         self.lstm.to(self.device)
         self.linear.to(self.device)
-        self._mel_t = self._mel_t.to(self.device)
+        self._mel = self._mel.to(self.device)
         self._cache = None
         return self
 
@@ -192,7 +192,9 @@ class SpeakerEncoder:
         With ``lengths``, item ``b`` is its first ``lengths[b]`` frames (see :meth:`_ragged`).
         """
         power = Yt * Yt
-        mels = power.transpose(1, 2) @ self._mel_t           # (B, T, n_mels), not log
+        # (B, T, n_mels), not log; the product keeps (B, K, T) order, so that its backward
+        # pass gives a contiguous gradient to the square's
+        mels = (self._mel @ power).transpose(1, 2).contiguous()
         if lengths is None:
             _, (hidden, _) = self.lstm(mels)
             last = hidden[-1]
@@ -213,7 +215,8 @@ class SpeakerEncoder:
         torch = self.torch
         order = np.argsort(-lengths, kind="stable")            # longest first
         ordered = lengths[order]
-        x = mels[torch.as_tensor(order)]
+        in_order = (order == np.arange(len(order))).all()  # as fit_batch's stacks come
+        x = mels if in_order else mels[torch.as_tensor(order)]
         finals, state, start = [], None, 0
         for end in sorted(set(ordered.tolist())):
             going = int((ordered >= end).sum())                # a prefix of the order
@@ -224,7 +227,7 @@ class SpeakerEncoder:
             finals.append(state[0][-1, going - ending:going])
             start = end
         last = torch.cat(finals[::-1])                         # back to longest first
-        return last[torch.as_tensor(np.argsort(order, kind="stable"))]
+        return last if in_order else last[torch.as_tensor(np.argsort(order, kind="stable"))]
 
     def _lengths(self, Y, lengths):
         if lengths is None:

@@ -152,8 +152,9 @@ def test_a_model_of_any_lengths_gets_a_zero_padded_slice_of_the_stack(monkeypatc
 
 
 def test_a_model_gets_the_stack_in_slot_order_after_a_run_moves(monkeypatch):
-    # run 1 ends first and run 4 moves into its slot: the runs' order in the batch (0, 2,
-    # 3, 4) is no longer their slots' (0, 4, 2, 3), and the model's rows follow the slots
+    # slots go longest first (runs 0, 3, 1, 2, 4); run 1 ends first and run 4, the last,
+    # moves into its slot: the runs' order in the batch (0, 2, 3, 4) is no longer their
+    # slots' (0, 3, 4, 2), and the model's rows must follow the slots
     from specblur import fitting
 
     model = Ragged()
