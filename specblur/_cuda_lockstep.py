@@ -1,16 +1,16 @@
 """The lockstep driver of ``fit`` and ``fit_batch`` with ``device="cuda"``: epochs on the GPU.
 
 The CPU driver (``fitting._Lockstep``) keeps the fields in host memory. This one keeps
-everything an epoch touches on the device: the inputs ``X``, each run's ``m``, ``m_next``, ``r``, ``dr/dm``, Adam
-moments, the blurred ``Y``, the cotangent ``G``, ``dL/dr``, the snapshot fields and the
-smoothness term's buffers, all as zero-padded ``(B, K, T_max)`` stacks with one slot per
-run, and each run's settings and state as small tables (``kernels.gpu_objective``). An
-epoch is a fixed sequence of kernel launches that take the epoch number as a scalar:
-radius, the blur per boundary mode, the model calls and the MSE, the total variation, the
-model VJPs, the blur VJP per mode and the rest of the objective with the update. With
-models that take device arrays, nothing goes between host and device during it; models
-that do not are called on host copies, and a run that leaves moves another's slot (an
-upload of its input).
+everything an epoch touches on the device: the inputs ``X``, each run's ``m``, ``m_next``,
+``r``, ``dr/dm``, Adam moments, the blurred ``Y``, the cotangent ``G``, ``dL/dr``, the
+snapshot fields and the smoothness term's buffers, all as zero-padded ``(B, K, T_max)``
+stacks with one slot per run, and each run's settings and state as small tables
+(``kernels.gpu_objective``). An epoch is a fixed sequence of kernel launches that take the
+epoch number as a scalar: radius, the blur per boundary mode, the model calls and the MSE,
+the total variation, the model VJPs, the blur VJP per mode and the rest of the objective
+with the update. With models that take device arrays, nothing goes between host and device
+during it; models that do not are called on host copies, and a run that leaves moves
+another's slot (an upload of its input).
 
 The host waits for the device only at the epochs where some run logs a row, takes a
 snapshot or ends: it then copies the state table (one small array with every run's

@@ -470,12 +470,12 @@ class _Lockstep:
     """Runs that go through their epochs together, sharing the blur and model calls (CPU).
 
     The inputs sit in a ``(B, K, T_max)`` stack ordered by boundary mode, then longest
-    first; each run owns a slot, and the kernels work on its first ``T`` frames only (``frames``), so the padding
-    after them costs nothing and changes nothing. Per epoch the blur and its VJP run once
-    per mode on that mode's slots, and the model once per group of runs that share it
-    (:func:`_model_forward`). The blurred stack's padding is kept zero, so that a model
-    can take a slice of it. A run that ends leaves its slot to the last run of its mode,
-    so the slots in use stay contiguous.
+    first; each run owns a slot, and the kernels work on its first ``T`` frames only
+    (``frames``), so the padding after them costs nothing and changes nothing. Per epoch
+    the blur and its VJP run once per mode on that mode's slots, and the model once per
+    group of runs that share it (:func:`_model_forward`). The blurred stack's padding is
+    kept zero, so that a model can take a slice of it. A run that ends leaves its slot to
+    the last run of its mode, so the slots in use stay contiguous.
     """
 
     def __init__(self, items):

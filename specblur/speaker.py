@@ -193,7 +193,7 @@ class SpeakerEncoder:
         """
         power = Yt * Yt
         # (B, T, n_mels), not log; the product keeps (B, K, T) order, so that its backward
-        # pass gives a contiguous gradient to the square's
+        # pass hands the square a contiguous gradient
         mels = (self._mel @ power).transpose(1, 2).contiguous()
         if lengths is None:
             _, (hidden, _) = self.lstm(mels)
