@@ -42,3 +42,9 @@ def alternate(fns, repeat, warm=True):
             fn()
             best[k] = min(best[k], time.perf_counter() - t)
     return best
+
+
+def epoch_seconds(history):
+    """Seconds per epoch between a fit's logged rows (its ``history``: ``epoch`` and the
+    cumulative ``seconds``), one value per gap."""
+    return np.diff(history["seconds"].to_numpy()) / np.diff(history["epoch"].to_numpy())

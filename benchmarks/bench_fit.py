@@ -13,7 +13,7 @@ import numpy as np
 
 import specblur
 from specblur.kernels import MODE_CODES, cpu
-from _timing import best_of
+from _timing import best_of, epoch_seconds
 
 
 def main():
@@ -36,9 +36,8 @@ def main():
             settings = dict(m_init=5.0, lam=1.0, mode=mode, param=param, log_every=args.log_every)
             specblur.fit(X, epochs=2, **settings)  # compile
             res = specblur.fit(X, epochs=args.epochs, **settings)
-            hist = res.history
-            per_epoch = np.diff(hist["seconds"].to_numpy()) / np.diff(hist["epoch"].to_numpy())
-            epoch = float(np.percentile(per_epoch, 10))  # robust to other load on the machine
+            # the 10th percentile: robust to other load on the machine
+            epoch = float(np.percentile(epoch_seconds(res.history), 10))
             R = res.r[None].copy()
             X3, G3 = X[None], rng.standard_normal((1,) + X.shape)
             Y3, dX3, dR3 = (np.empty_like(X3) for _ in range(3))

@@ -18,14 +18,13 @@ import numba
 import numpy as np
 
 import specblur
+from _timing import epoch_seconds
 
 
 def per_bin_ns(X, epochs, param):
     settings = dict(m_init=5.0, lam=1.0, mode="truncate", param=param, model={"kind": "identity"})
     res = specblur.fit(X, epochs=epochs, **settings)
-    hist = res.history
-    per_epoch = np.diff(hist["seconds"].to_numpy()) / np.diff(hist["epoch"].to_numpy())
-    return float(np.percentile(per_epoch, 10)) / X.size * 1e9
+    return float(np.percentile(epoch_seconds(res.history), 10)) / X.size * 1e9
 
 
 def main():
@@ -42,16 +41,15 @@ def main():
     print(f"K={args.K}, identity model, truncate, sgd, one thread: ns per bin per epoch")
     print(f"{'T':>6} {'epochs':>6} {'raw':>7} {'raw/T0':>7} {'sigmoid':>8} {'sig/T0':>7}")
     inputs = {T: rng.random((args.K, T)) for T in args.T}
+    epochs = {T: max(20, int(args.bins / X.size)) for T, X in inputs.items()}
     best = {T: [np.inf, np.inf] for T in args.T}
     for _ in range(args.repeat):
         for T, X in inputs.items():
-            epochs = max(20, int(args.bins / X.size))
             for k, param in enumerate(("raw", "sigmoid")):
-                best[T][k] = min(best[T][k], per_bin_ns(X, epochs, param))
+                best[T][k] = min(best[T][k], per_bin_ns(X, epochs[T], param))
     first = best[args.T[0]]
     for T, (raw, sig) in best.items():
-        epochs = max(20, int(args.bins / inputs[T].size))
-        print(f"{T:6d} {epochs:6d} {raw:7.1f} {raw / first[0]:7.2f} {sig:8.1f} {sig / first[1]:7.2f}")
+        print(f"{T:6d} {epochs[T]:6d} {raw:7.1f} {raw / first[0]:7.2f} {sig:8.1f} {sig / first[1]:7.2f}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 import specblur
-from _timing import best_of, raise_mmap_threshold
+from _timing import best_of, epoch_seconds, raise_mmap_threshold
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,10 +63,8 @@ def main():
     print(f"\nseed table, --jobs {args.jobs}: {wall:.1f} s wall for {epochs} epochs; "
           f"fit {runs['fit_s'].sum():.1f} s, writing {runs['write_s'].sum():.1f} s (summed over "
           f"runs); median {runs['ms_per_epoch'].median():.2f} ms per epoch per worker")
-    steps = []  # each run's time per epoch, ms
-    for _, h in res.history.groupby("run_id"):
-        h = h.sort_values("epoch")
-        steps.append(1e3 * np.diff(h["seconds"].to_numpy()) / np.diff(h["epoch"].to_numpy()))
+    steps = [1e3 * epoch_seconds(h.sort_values("epoch"))  # each run's epochs, ms
+             for _, h in res.history.groupby("run_id")]
     print("epochs of each run, ms: 10th percentile / median / mean, from the history: "
           + ", ".join(f"{np.percentile(d, 10):.2f} / {np.median(d):.2f} / {d.mean():.2f}"
                       for d in steps))
