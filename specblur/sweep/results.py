@@ -433,8 +433,13 @@ def _read_final_file(path: Path, names: list) -> pd.DataFrame:
     """The ``epoch``, ``k``, ``t`` and ``names`` of a final table; empty if it is missing
     (a folder written before the final tables, whose fields are float64)."""
     if not path.is_file():
-        return pd.DataFrame({c: [] for c in ("epoch", "k", "t", *names)})
+        return _no_final(names)
     return pd.read_parquet(path, columns=["epoch", "k", "t", *names])
+
+
+def _no_final(names: Sequence[str]) -> pd.DataFrame:
+    """The final table of a run that has none: empty, with its columns."""
+    return pd.DataFrame({c: [] for c in ("epoch", "k", "t", *names)})
 
 
 def _put_final(df: pd.DataFrame, final: pd.DataFrame, names: list) -> pd.DataFrame:
@@ -477,8 +482,12 @@ def _fields_reader(final: pd.DataFrame | None):
     if final is None:
         return _read_fields_file
     finals = dict(iter(final.groupby("run_id", sort=False)))
-    none = pd.DataFrame({c: [] for c in ("epoch", "k", "t", *FINAL_NAMES)})
-    return lambda path: _read_fields_file(path, final=finals.get(path.stem, none))
+
+    def read(path):
+        own = finals[path.stem] if path.stem in finals else _no_final(FINAL_NAMES)
+        return _read_fields_file(path, final=own)
+
+    return read
 
 
 def load(folder: str | os.PathLike, tables: Sequence[str] = TABLES) -> Results:
