@@ -73,8 +73,9 @@ def forward_tile(frames: np.ndarray, threads: int) -> int:
     thread. Wide tiles let the kernel write each row of ``Y`` in longer runs, which costs
     less per bin (the backward kernel does not gain from them). Every frame's result is the
     same for any tile width."""
+    counts = frames.tolist()  # plain ints, as in item_frames
     tile = WIDE_TILE
-    while tile > TILE and int(np.sum(-(-frames // tile))) < 2 * threads:
+    while tile > TILE and sum(-(-count // tile) for count in counts) < 2 * threads:
         tile //= 2
     return tile
 
@@ -88,7 +89,8 @@ def item_frames(frames: np.ndarray | None, nb: int, T: int) -> np.ndarray:
     if frames.dtype.kind not in "iu":
         raise ValueError(f"frames must be integers, got {frames.dtype}")
     frames = frames.astype(np.int64, copy=False)
-    if frames.shape != (nb,) or (frames < 0).any() or (frames > T).any():
+    counts = frames.tolist()  # plain ints: cheaper than numpy reductions of a few items
+    if frames.shape != (nb,) or (nb and not 0 <= min(counts) <= max(counts) <= T):
         raise ValueError(f"frames must give 0..{T} frames for each of {nb} items, "
                          f"got {frames.tolist()}")
     return frames
