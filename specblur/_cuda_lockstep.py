@@ -19,7 +19,9 @@ history row and status) and, for snapshots and finished runs, their fields. A ru
 left alone from then on; the host learns of it at its next such copy and records the
 run as diverged at the epoch it died, with the ``m`` and ``r`` of that epoch, so the
 result is the CPU's. Until then the run's slot still goes through the blur and the
-model (its cotangent is zero), which costs time but changes nothing.
+model (its cotangent is zero), which costs time but changes nothing. The blur kernels
+take each slot's number of frames, so they skip the padding after a shorter run's
+frames; nothing reads the padding of ``Y``, ``dL/dr`` or the other stacks.
 
 Models: one whose ``supports_device`` is True takes the driver's device arrays (numba
 device arrays, which also expose ``__cuda_array_interface__``) and may return device
@@ -73,6 +75,7 @@ class CudaLockstep:
         for run in sorted(self.runs, key=lambda run: run.mode):
             self.groups.setdefault(run.mode, []).append(run)
         X, M = np.zeros(shape), np.zeros(shape)
+        self.frames_h = np.zeros(B, np.int64)  # each slot's own frames, for the blur kernels
         self.table_h = np.zeros((B, len(k.TABLE)))
         self.state_h = k.new_state(B)
         slot = 0
@@ -81,12 +84,13 @@ class CudaLockstep:
                 run.slot = slot
                 X[slot, :, :run.T] = run.X
                 M[slot, :, :run.T] = run.m
+                self.frames_h[slot] = run.T
                 self.table_h[slot] = _table_row(k, run)
                 self.state_h[slot, k.S_DEAD] = k.ALIVE
                 slot += 1
         self.nslots = B
         self.X, self.M = cuda.to_device(X), cuda.to_device(M)
-        self.R = cuda.to_device(np.ones(shape))  # padded frames keep r = 1, the identity
+        self.R = cuda.to_device(np.ones(shape))  # r = 1 (the identity) in the padding, which the kernels skip
         self.G = cuda.to_device(np.zeros(shape))
         self.M_next, self.DRDM, self.Y, self.dR, self.G_mse, self.G_ent = (
             cuda.device_array(shape) for _ in range(6))
@@ -103,6 +107,7 @@ class CudaLockstep:
         self.moving = [self.X, self.M, self.M_next, self.R, self.DRDM] + (
             [self.mom1, self.mom2] if adam else [])
         self.table, self.state = cuda.to_device(self.table_h), cuda.to_device(self.state_h)
+        self.frames = cuda.to_device(self.frames_h)
         self.calls = None  # (call, its runs) per model call; rebuilt when runs leave
 
     # --- the epochs ------------------------------------------------------------------
@@ -130,7 +135,8 @@ class CudaLockstep:
                  self.nslots)
         spans = self._spans()
         for mode, lo, hi in spans:
-            blur.blur_forward(self.X[lo:hi], self.R[lo:hi], mode, self.Y[lo:hi], self.d2[lo:hi])
+            blur.blur_forward(self.X[lo:hi], self.R[lo:hi], mode, self.Y[lo:hi], self.d2[lo:hi],
+                              self.frames[lo:hi])
         calls = self._forward(n, active)
         if self.has_tv:
             k.total_variation(n, self.R, self.DRDM, self.U, self.G_tv, self.table, self.state,
@@ -138,7 +144,8 @@ class CudaLockstep:
         self._vjp(calls)
         for mode, lo, hi in spans:
             blur.blur_backward(self.X[lo:hi], self.R[lo:hi], self.G[lo:hi], mode,
-                               self.dX[lo:hi], self.dR[lo:hi], self.P0[lo:hi], self.P1[lo:hi])
+                               self.dX[lo:hi], self.dR[lo:hi], self.P0[lo:hi], self.P1[lo:hi],
+                               self.frames[lo:hi])
         k.descend(n, self.M, self.R, self.DRDM, self.dR, self.G_tv, self.mom1, self.mom2,
                   self.Y, self.G_mse, self.G_ent, self.M_next, self.table, self.state,
                   self.nslots)
@@ -228,6 +235,7 @@ class CudaLockstep:
         self.calls = None
         self.state.copy_to_device(state)
         self.table.copy_to_device(self.table_h)
+        self.frames.copy_to_device(self.frames_h)
 
     def _field(self, stack, run):
         """Run ``run``'s own frames of a device stack, on the host."""
@@ -255,6 +263,7 @@ class CudaLockstep:
             for stack in self.moving:
                 stack[dst].copy_to_device(stack[free])
             self.table_h[dst] = self.table_h[free]
+            self.frames_h[dst] = self.frames_h[free]
             state[dst] = state[free]
             last.slot = dst
             group.sort(key=lambda other: other.slot)

@@ -123,6 +123,36 @@ def test_backward_kernel_skips_an_empty_dx(mode):
     assert (sentinel.copy_to_host() == 7.0).all()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_kernels_with_frames_compute_each_item_alone_and_skip_the_padding(mode):
+    """Items of 5, 0 and 2 of 5 frames: each equals the item blurred alone, and the
+    padding is neither read (NaN there) nor written (sentinels stay)."""
+    from specblur.kernels import MODE_CODES, gpu
+
+    rng = np.random.default_rng(5)
+    frames = np.array([5, 0, 2])
+    X, G = rng.random((3, 7, 5)), rng.standard_normal((3, 7, 5))
+    R = rng.uniform(0, 9, X.shape)
+    for b, count in enumerate(frames):
+        for a in (X, R, G):
+            a[b, :, count:] = np.nan
+    args = [cuda.to_device(a) for a in (X, R)]
+    Y, dX, dR = (cuda.to_device(np.full(X.shape, 7.0)) for _ in range(3))
+    on_device = cuda.to_device(frames)
+    gpu.blur_forward(*args, MODE_CODES[mode], Y, frames=on_device)
+    gpu.blur_backward(*args, cuda.to_device(G), MODE_CODES[mode], dX, dR, frames=on_device)
+    got = [a.copy_to_host() for a in (Y, dX, dR)]
+    for b, count in enumerate(frames):
+        for a in got:
+            assert (a[b, :, count:] == 7.0).all()
+        if count:
+            alone = (X[b, :, :count], R[b, :, :count])
+            want = (specblur.blur(*alone, mode=mode),
+                    *specblur.blur_vjp(*alone, G[b, :, :count], mode=mode))
+            for a, w in zip(got, want):
+                assert_agree(a[b, :, :count], w, np.float64)
+
+
 # --- fits on the device (issue 12 part 4): the whole epoch on the GPU --------------------
 
 from test_batch import assert_same_result, spectrogram  # noqa: E402
@@ -179,6 +209,16 @@ def test_fit_batch_on_the_device_equals_the_cpu():
     assert [res.status for res in batch] == ["done", "done", "diverged", "done", "done"]
     for X, run, got in zip(inputs, runs, batch):
         assert got.r.shape == X.shape
+        assert_same_result(got, specblur.fit(X, **run))
+
+
+def test_a_longer_run_that_moves_into_a_shorter_runs_slot_is_blurred_whole():
+    """The blur kernels take each slot's frames: after the short run ends, the long run
+    moves into its slot and all of its frames must still be blurred and learnt."""
+    inputs = [spectrogram(1, 2, K=9), spectrogram(2, 4, K=9)]
+    runs = [{"m_init": 3.0, "lam": 1e-2, "epochs": 1, "model": IDENTITY},
+            {"m_init": 2.5, "lam": 1e-2, "epochs": 4, "model": IDENTITY}]
+    for X, run, got in zip(inputs, runs, specblur.fit_batch(inputs, runs, device="cuda")):
         assert_same_result(got, specblur.fit(X, **run))
 
 

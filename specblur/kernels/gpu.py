@@ -2,9 +2,13 @@
 
 One thread owns one frame ``(b, t)`` and walks along frequency; neighbouring threads take
 neighbouring frames, so global memory accesses coalesce. Scratch is float64, ``K + 2``
-values per frame and buffer. Importing this module needs a usable CUDA device or the
+values per frame and buffer. With ``frames`` (one count per item, as on the CPU) the
+threads of an item's frames beyond its count return at once: the lockstep's zero padding
+is neither read nor written. Importing this module needs a usable CUDA device or the
 simulator (``NUMBA_ENABLE_CUDASIM=1``).
 """
+import functools
+
 import numpy as np
 
 from . import _scalar
@@ -28,11 +32,18 @@ def _frame(T):
     return frame // T, frame % T
 
 
+@cuda.jit(device=True)
+def _outside(b, t, nb, T, frames):
+    """True if frame ``(b, t)`` is not one to compute: past the last item, or past item
+    ``b``'s own ``frames[b]`` (an empty ``frames`` means every item has ``T``)."""
+    return b >= nb or (frames.shape[0] > 0 and t >= frames[b])
+
+
 @cuda.jit
-def _forward_kernel(X, R, mode, d2, Y):
+def _forward_kernel(X, R, mode, d2, Y, frames):
     nb, K, T = X.shape
     b, t = _frame(T)
-    if b >= nb:
+    if _outside(b, t, nb, T, frames):
         return
     buf = d2[b]
     for i in range(K + 2):
@@ -58,10 +69,10 @@ def _forward_kernel(X, R, mode, d2, Y):
 
 
 @cuda.jit
-def _backward_kernel(X, R, G, mode, P0, P1, dX, dR):
+def _backward_kernel(X, R, G, mode, P0, P1, dX, dR, frames):
     nb, K, T = X.shape
     b, t = _frame(T)
-    if b >= nb:
+    if _outside(b, t, nb, T, frames):
         return
     keep_dx = dX.shape[0] > 0
     p0 = P0[b]
@@ -94,10 +105,23 @@ def _launch(nb, T):
     return max(1, (frames + threads - 1) // threads), threads
 
 
-def blur_forward(X, R, mode: int, Y, d2=None) -> None:
+def _all_frames(frames):
+    """``frames`` as the kernels take it: the given device array, or an empty one (every
+    item has all its frames)."""
+    return _every_frame() if frames is None else frames
+
+
+@functools.cache
+def _every_frame():
+    return cuda.to_device(np.zeros(0, np.int64))
+
+
+def blur_forward(X, R, mode: int, Y, d2=None, frames=None) -> None:
     """Write ``blur(X, R)`` into ``Y``; device arrays of shape ``(B, K, T)``.
 
-    ``d2`` is float64 scratch of shape ``(B, K + 2, T)``, allocated here if None.
+    ``d2`` is float64 scratch of shape ``(B, K + 2, T)``, allocated here if None. With
+    ``frames`` (an int64 device array, one count per item), item ``b`` is its first
+    ``frames[b]`` frames; ``Y`` is not written after them.
     """
     nb, K, T = X.shape
     if X.size == 0:
@@ -105,16 +129,17 @@ def blur_forward(X, R, mode: int, Y, d2=None) -> None:
     if d2 is None:
         d2 = cuda.device_array((nb, K + 2, T), dtype=np.float64)
     blocks, threads = _launch(nb, T)
-    _forward_kernel[blocks, threads](X, R, mode, d2, Y)
+    _forward_kernel[blocks, threads](X, R, mode, d2, Y, _all_frames(frames))
 
 
-def blur_backward(X, R, G, mode: int, dX, dR, P0=None, P1=None) -> None:
+def blur_backward(X, R, G, mode: int, dX, dR, P0=None, P1=None, frames=None) -> None:
     """Write the vector-Jacobian products of ``blur`` into ``dX`` and ``dR`` (device arrays).
 
     An empty ``dX`` (size 0, as the GPU lockstep passes: it learns the radii only) is not
     written, which saves a store per bin.
 
     ``P0`` and ``P1`` are float64 scratch of shape ``(B, K + 1, T)``, allocated here if None.
+    ``frames`` as for :func:`blur_forward`: ``dX`` and ``dR`` are not written after them.
     """
     nb, K, T = X.shape
     if X.size == 0:
@@ -124,7 +149,7 @@ def blur_backward(X, R, G, mode: int, dX, dR, P0=None, P1=None) -> None:
     if P1 is None:
         P1 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
     blocks, threads = _launch(nb, T)
-    _backward_kernel[blocks, threads](X, R, G, mode, P0, P1, dX, dR)
+    _backward_kernel[blocks, threads](X, R, G, mode, P0, P1, dX, dR, _all_frames(frames))
 
 
 @cuda.jit
