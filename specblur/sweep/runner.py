@@ -22,7 +22,7 @@ from ..models import make_model
 from ..schema import (AUTO_BATCH_KINDS, BATCH_MEMORY, FINISHED, INPUT_COLUMN, MAX_BATCH,
                       METRICS, STORE_DTYPE)
 from ..settings import Settings, check_device
-from . import results
+from . import cores, results
 from .config import Sweep
 from .evaluate import stale_faithfulness, write_sweep_faithfulness
 from .segments import write_sweep_segments
@@ -356,17 +356,24 @@ def _execute_local(groups, jobs):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    share = cores.CoreShare(context, os.cpu_count() or 1, jobs)
+    left = len(groups)
+    share.left(left)  # fewer batches than workers: more cores each from the start
     saved = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
                                                "OPENBLAS_NUM_THREADS")}
-    os.environ.update({k: str(threads) for k in saved})  # read by the spawned workers
+    # read by the spawned workers: numba may grow to all the cores (cores.follow)
+    os.environ.update({k: str(share.threads) for k in saved},
+                      NUMBA_NUM_THREADS=str(share.cores))
     try:
         pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
-                                   initargs=(threads, os.getpid()),
-                                   mp_context=multiprocessing.get_context("spawn"))
+                                   initargs=(os.getpid(), share.value),
+                                   mp_context=context)
         try:
             futures = [pool.submit(execute_batch, group) for group in groups]
             for future in as_completed(futures):
+                left -= 1
+                share.left(left)  # the idle workers' cores go to the busy ones
                 yield from future.result()
         except BaseException:  # Ctrl-C or a closed generator: drop the queued runs now
             for process in list(getattr(pool, "_processes", {}).values()):
@@ -382,15 +389,12 @@ def _execute_local(groups, jobs):
                 os.environ[key] = value
 
 
-def _init_worker(threads, parent):
+def _init_worker(parent, share):
     import signal
-
-    import numba
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
     exit_with_parent(parent)
-
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    cores.join(share)
 
 
 def _execute_dask(tasks, batch, address):
@@ -468,7 +472,7 @@ def _execute_batch(tasks, epoch_bar, raise_errors=False):
     try:
         fits = fit_batch([task.spectrogram for task in tasks],
                          [task.settings for task in tasks], device=first.device,
-                         callback=lambda n: bar.update(1))
+                         callback=lambda n: (bar.update(1), cores.follow()))
     except Exception as exc:
         if raise_errors:
             raise

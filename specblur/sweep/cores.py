@@ -1,0 +1,78 @@
+"""The cores of a local sweep's worker processes, shared out again as the runs run out.
+
+Each of ``jobs`` workers starts with ``cores // jobs`` threads for numba's kernels (and
+torch's). Once fewer batches are left than workers, the idle workers' cores would sit
+unused while the last runs finish, so the parent publishes a new share, ``cores //
+batches left``, in shared memory (:class:`CoreShare`), and each worker takes it up
+between two epochs (:func:`follow`). The workers are started with ``NUMBA_NUM_THREADS``
+equal to the cores, so that numba's thread team can grow; a team kept at one thread
+leaves the others asleep (a worker at one thread of two uses one core's time).
+"""
+from __future__ import annotations
+
+import sys
+
+__all__ = ["CoreShare", "join", "follow"]
+
+
+class CoreShare:
+    """The parent's side: the threads each busy worker may use, in shared memory.
+
+    Parameters
+    ----------
+    context : multiprocessing context
+        The context the workers are started with (its ``Value`` reaches them).
+    cores, jobs : int
+        The cores to share and the number of workers.
+
+    Examples
+    --------
+    >>> import multiprocessing
+    >>> share = CoreShare(multiprocessing.get_context("spawn"), cores=8, jobs=4)
+    >>> share.threads, share.left(3), share.left(1)
+    (2, 2, 8)
+    """
+
+    def __init__(self, context, cores: int, jobs: int):
+        self.cores, self.jobs = cores, jobs
+        self.threads = max(1, cores // jobs)
+        self.value = context.Value("i", self.threads, lock=False)
+
+    def left(self, batches: int) -> int:
+        """Publish the share for ``batches`` batches not yet finished; returns it."""
+        share = max(self.threads, self.cores // max(1, min(batches, self.jobs)))
+        self.value.value = share
+        return share
+
+
+_shared = None  # in a worker: the parent's CoreShare.value
+_applied = 0  # the threads this worker last set
+
+
+def join(value) -> None:
+    """In a worker, at its start: take the share in ``value`` (a ``CoreShare.value``) and
+    follow it from now on."""
+    global _shared
+    _shared = value
+    _apply(value.value)
+
+
+def follow() -> None:
+    """In a worker, between epochs: take up the parent's current share, if it changed.
+
+    Does nothing outside a worker of a local sweep.
+    """
+    if _shared is not None and _shared.value != _applied:
+        _apply(_shared.value)
+
+
+def _apply(threads):
+    global _applied
+    import numba
+
+    _applied = threads
+    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    torch = sys.modules.get("torch")  # the speaker encoder's, if a run has built it
+    if torch is not None:
+        torch.set_num_threads(threads)

@@ -1,0 +1,100 @@
+"""A local sweep's workers share the cores out again as the runs run out (sweep.cores)."""
+import multiprocessing
+import os
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+
+from specblur.sweep import cores
+from specblur.sweep.config import load_sweep
+from specblur.sweep.runner import run_sweep
+
+CORES = os.cpu_count() or 1
+
+
+@pytest.fixture
+def worker():
+    """This process as a worker that follows a share; numba's threads restored after."""
+    before = numba.get_num_threads()
+    value = multiprocessing.get_context("spawn").Value("i", 1, lock=False)
+    cores.join(value)
+    yield value
+    cores._shared = None
+    numba.set_num_threads(before)
+
+
+def test_the_share_grows_only_once_fewer_batches_are_left_than_workers():
+    share = cores.CoreShare(multiprocessing.get_context("spawn"), cores=8, jobs=3)
+    assert share.threads == 2 and share.value.value == 2
+    assert [share.left(n) for n in (10, 3, 2, 1, 0)] == [2, 2, 4, 8, 8]
+    assert share.value.value == 8
+    one_core = cores.CoreShare(multiprocessing.get_context("spawn"), cores=1, jobs=2)
+    assert one_core.threads == 1 and one_core.left(1) == 1
+
+
+def test_a_worker_takes_up_a_new_share_between_epochs(worker):
+    assert numba.get_num_threads() == 1
+    worker.value = 2
+    cores.follow()
+    assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    worker.value = 1
+    cores.follow()
+    assert numba.get_num_threads() == 1
+
+
+def test_follow_does_nothing_outside_a_worker():
+    before = numba.get_num_threads()
+    cores._shared = None
+    cores.follow()
+    assert numba.get_num_threads() == before
+
+
+PLUGIN = '''
+import numba
+import numpy as np
+
+
+class Model:
+    """The identity, noting numba's threads at every forward call."""
+
+    supports_batch = True
+
+    def __init__(self, log):
+        self.log = log
+
+    def forward(self, Y):
+        with open(self.log, "a") as f:
+            f.write(f"{numba.get_num_threads()}\\n")
+        return np.asarray(Y)
+
+    def vjp(self, Y, g_out):
+        return np.asarray(g_out)
+
+
+def make(sr, n_fft, n_bins, seed, log=""):
+    return Model(log)
+'''
+
+
+@pytest.mark.skipif(CORES < 2, reason="needs two cores to share")
+def test_a_lone_batch_in_a_worker_pool_gets_every_core(tmp_path, monkeypatch):
+    """Two workers, one run: the busy worker runs on all the cores, the run as usual."""
+    (tmp_path / "threads_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))  # for this process, and the workers':
+    monkeypatch.setenv("PYTHONPATH",
+                       os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((9, 6)))
+    log = tmp_path / "threads.log"
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(f"""\
+        name: lone
+        input: {{spectrogram: x.npy, sr: 16000, n_fft: 16}}
+        base: {{m_init: 2.0, lam: 0.01, epochs: 3,
+                model: {{kind: python, factory: "threads_plugin:make", log: "{log}"}}}}
+        runs: [{{}}]
+        """))
+    runs = run_sweep(load_sweep(tmp_path / "s.yaml"), out=tmp_path / "out", jobs=2)
+    assert list(runs["status"]) == ["done"]
+    seen = [int(n) for n in log.read_text().split()]
+    assert len(seen) >= 4 and set(seen) == {CORES}
