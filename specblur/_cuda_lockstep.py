@@ -90,7 +90,8 @@ class CudaLockstep:
                 slot += 1
         self.nslots = B
         self.X, self.M = cuda.to_device(X), cuda.to_device(M)
-        self.R = cuda.to_device(np.ones(shape))  # r = 1 (the identity) in the padding, which the kernels skip
+        # r = 1 (the identity) in the padding, which the blur kernels skip
+        self.R = cuda.to_device(np.ones(shape))
         self.G = cuda.to_device(np.zeros(shape))
         self.M_next, self.DRDM, self.Y, self.dR, self.G_mse, self.G_ent = (
             cuda.device_array(shape) for _ in range(6))

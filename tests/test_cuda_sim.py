@@ -151,6 +151,8 @@ def test_kernels_with_frames_compute_each_item_alone_and_skip_the_padding(mode):
                     *specblur.blur_vjp(*alone, G[b, :, :count], mode=mode))
             for a, w in zip(got, want):
                 assert_agree(a[b, :, :count], w, np.float64)
+    with pytest.raises(ValueError, match="one count for each of 3 items"):
+        gpu.blur_forward(*args, MODE_CODES[mode], Y, frames=on_device[:2])
 
 
 # --- fits on the device (issue 12 part 4): the whole epoch on the GPU --------------------

@@ -497,9 +497,14 @@ def test_kernels_reject_frames_that_do_not_fit_the_stack():
     from specblur.kernels import cpu
 
     X = np.zeros((2, 3, 5))
-    for frames in ([1], [1, 6], [-1, 2], [[1, 2]], [1.5, 2.0]):
-        with pytest.raises(ValueError, match="frames"):
+    wraps = np.array([2**63, 1], dtype=np.uint64)  # negative once cast to int64
+    for frames in ([1], [1, 6], [-1, 2], [[1, 2]], 2, wraps):
+        with pytest.raises(ValueError, match="0..5 frames for each of 2 items"):
             cpu.blur_forward(X, X, 0, np.empty_like(X), frames)
+    with pytest.raises(ValueError, match="frames must be integers"):
+        cpu.blur_forward(X, X, 0, np.empty_like(X), [1.5, 2.0])
+    empty = np.zeros((0, 3, 5))  # no items: nothing to do, and no complaint
+    assert cpu.blur_forward(empty, empty, 0, np.empty_like(empty), np.zeros(0, int)) == 0
 
 
 def test_forward_tiles_are_wide_while_every_thread_gets_two():

@@ -7,8 +7,6 @@ threads of an item's frames beyond its count return at once: the lockstep's zero
 is neither read nor written. Importing this module needs a usable CUDA device or the
 simulator (``NUMBA_ENABLE_CUDASIM=1``).
 """
-import functools
-
 import numpy as np
 
 from . import _scalar
@@ -105,15 +103,16 @@ def _launch(nb, T):
     return max(1, (frames + threads - 1) // threads), threads
 
 
-def _all_frames(frames):
-    """``frames`` as the kernels take it: the given device array, or an empty one (every
-    item has all its frames)."""
-    return _every_frame() if frames is None else frames
-
-
-@functools.cache
-def _every_frame():
-    return cuda.to_device(np.zeros(0, np.int64))
+def _all_frames(frames, nb):
+    """``frames`` as the kernels take it: the given device array (checked: one count per
+    item), or an empty one, for every item's frames (made per call, in the current
+    context)."""
+    if frames is None:
+        return cuda.device_array(0, dtype=np.int64)
+    if tuple(frames.shape) != (nb,):
+        raise ValueError(f"frames must give one count for each of {nb} items, "
+                         f"got shape {tuple(frames.shape)}")
+    return frames
 
 
 def blur_forward(X, R, mode: int, Y, d2=None, frames=None) -> None:
@@ -129,7 +128,7 @@ def blur_forward(X, R, mode: int, Y, d2=None, frames=None) -> None:
     if d2 is None:
         d2 = cuda.device_array((nb, K + 2, T), dtype=np.float64)
     blocks, threads = _launch(nb, T)
-    _forward_kernel[blocks, threads](X, R, mode, d2, Y, _all_frames(frames))
+    _forward_kernel[blocks, threads](X, R, mode, d2, Y, _all_frames(frames, nb))
 
 
 def blur_backward(X, R, G, mode: int, dX, dR, P0=None, P1=None, frames=None) -> None:
@@ -149,7 +148,7 @@ def blur_backward(X, R, G, mode: int, dX, dR, P0=None, P1=None, frames=None) -> 
     if P1 is None:
         P1 = cuda.device_array((nb, K + 1, T), dtype=np.float64)
     blocks, threads = _launch(nb, T)
-    _backward_kernel[blocks, threads](X, R, G, mode, P0, P1, dX, dR, _all_frames(frames))
+    _backward_kernel[blocks, threads](X, R, G, mode, P0, P1, dX, dR, _all_frames(frames, nb))
 
 
 @cuda.jit

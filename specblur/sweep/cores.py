@@ -1,7 +1,8 @@
 """The cores of a local sweep's worker processes, shared out again as the runs run out.
 
-Each of ``jobs`` workers starts with ``cores // jobs`` threads for numba's kernels (and
-torch's). Once fewer batches are left than workers, the idle workers' cores would sit
+Each of ``jobs`` workers starts with ``cores // jobs`` threads for numba's kernels and
+torch (``cores // batches`` if there are fewer batches). Once fewer batches are left than
+workers, the idle workers' cores would sit
 unused while the last runs finish, so the parent publishes a new share, ``cores //
 batches left``, in shared memory (:class:`CoreShare`), and each worker takes it up
 between two epochs (:func:`follow`). The workers are started with ``NUMBA_NUM_THREADS``
@@ -10,9 +11,17 @@ leaves the others asleep (a worker at one thread of two uses one core's time).
 """
 from __future__ import annotations
 
+import os
 import sys
 
-__all__ = ["CoreShare", "join", "follow"]
+__all__ = ["CoreShare", "usable", "join", "follow"]
+
+
+def usable() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 class CoreShare:
@@ -46,7 +55,8 @@ class CoreShare:
 
 
 _shared = None  # in a worker: the parent's CoreShare.value
-_applied = 0  # the threads this worker last set
+_applied = 0  # the share this worker last took up
+_torch = 0  # the threads it gave numba and torch then
 
 
 def join(value) -> None:
@@ -58,21 +68,25 @@ def join(value) -> None:
 
 
 def follow() -> None:
-    """In a worker, between epochs: take up the parent's current share, if it changed.
+    """In a worker, between epochs: take up the parent's current share, if it changed,
+    also for a torch imported since (a plug-in model's, say).
 
     Does nothing outside a worker of a local sweep.
     """
-    if _shared is not None and _shared.value != _applied:
+    if _shared is None:
+        return
+    torch = sys.modules.get("torch")
+    if _shared.value != _applied or (torch is not None and torch.get_num_threads() != _torch):
         _apply(_shared.value)
 
 
-def _apply(threads):
-    global _applied
+def _apply(share):
+    global _applied, _torch
     import numba
 
-    _applied = threads
-    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    _applied = share
+    _torch = threads = max(1, min(share, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
-    torch = sys.modules.get("torch")  # the speaker encoder's, if a run has built it
+    torch = sys.modules.get("torch")  # the speaker encoder's, or a plug-in's
     if torch is not None:
         torch.set_num_threads(threads)

@@ -357,14 +357,13 @@ def _execute_local(groups, jobs):
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     context = multiprocessing.get_context("spawn")
-    share = cores.CoreShare(context, os.cpu_count() or 1, jobs)
+    share = cores.CoreShare(context, cores.usable(), jobs)
     left = len(groups)
-    share.left(left)  # fewer batches than workers: more cores each from the start
+    first = share.left(left)  # fewer batches than workers: more cores each from the start
     saved = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
                                                "OPENBLAS_NUM_THREADS")}
     # read by the spawned workers: numba may grow to all the cores (cores.follow)
-    os.environ.update({k: str(share.threads) for k in saved},
-                      NUMBA_NUM_THREADS=str(share.cores))
+    os.environ.update({k: str(first) for k in saved}, NUMBA_NUM_THREADS=str(share.cores))
     try:
         pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
                                    initargs=(os.getpid(), share.value),
