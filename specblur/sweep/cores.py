@@ -2,12 +2,12 @@
 
 Each of ``jobs`` workers starts with ``cores // jobs`` threads for numba's kernels and
 torch (``cores // batches`` if there are fewer batches). Once fewer batches are left than
-workers, the idle workers' cores would sit
-unused while the last runs finish, so the parent publishes a new share, ``cores //
-batches left``, in shared memory (:class:`CoreShare`), and each worker takes it up
-between two epochs (:func:`follow`). The workers are started with ``NUMBA_NUM_THREADS``
-equal to the cores, so that numba's thread team can grow; a team kept at one thread
-leaves the others asleep (a worker at one thread of two uses one core's time).
+workers, the idle workers' cores would sit unused while the last runs finish, so the
+parent publishes a new share, ``cores // batches left``, in shared memory
+(:class:`CoreShare`), and each worker takes it up between two epochs (:func:`follow`).
+The workers are started with ``NUMBA_NUM_THREADS`` equal to the cores, so that numba's
+thread team can grow; a team kept at one thread leaves the others asleep (a worker at one
+thread of two uses one core's time).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class CoreShare:
 
 _shared = None  # in a worker: the parent's CoreShare.value
 _applied = 0  # the share this worker last took up
-_torch = 0  # the threads it gave numba and torch then
+_threads = 0  # the threads it gave numba and torch then
 
 
 def join(value) -> None:
@@ -76,16 +76,16 @@ def follow() -> None:
     if _shared is None:
         return
     torch = sys.modules.get("torch")
-    if _shared.value != _applied or (torch is not None and torch.get_num_threads() != _torch):
+    if _shared.value != _applied or (torch is not None and torch.get_num_threads() != _threads):
         _apply(_shared.value)
 
 
 def _apply(share):
-    global _applied, _torch
+    global _applied, _threads
     import numba
 
     _applied = share
-    _torch = threads = max(1, min(share, numba.config.NUMBA_NUM_THREADS))
+    _threads = threads = max(1, min(share, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(threads)
     torch = sys.modules.get("torch")  # the speaker encoder's, or a plug-in's
     if torch is not None:
