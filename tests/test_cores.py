@@ -67,16 +67,21 @@ PLUGIN = '''
 import numba
 import numpy as np
 
+from specblur.sweep import cores
+
 
 class Model:
     """The identity, noting numba's threads at every forward call."""
 
     supports_batch = True
 
-    def __init__(self, log):
-        self.log = log
+    def __init__(self, log, bump_at):
+        self.log, self.bump_at, self.calls = log, bump_at, 0
 
     def forward(self, Y):
+        self.calls += 1
+        if self.calls == self.bump_at:  # as the parent publishes a larger share
+            cores._shared.value = 2
         threads = numba.get_num_threads()
         if threads != getattr(self, "seen", None):  # a line per change
             self.seen = threads
@@ -88,8 +93,8 @@ class Model:
         return np.asarray(g_out)
 
 
-def make(sr, n_fft, n_bins, seed, log=""):
-    return Model(log)
+def make(sr, n_fft, n_bins, seed, log="", bump_at=0):
+    return Model(log, bump_at)
 '''
 
 
@@ -115,26 +120,35 @@ def test_a_lone_batch_in_a_worker_pool_gets_every_core(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(CORES < 2, reason="needs two cores to share")
-def test_the_last_batch_takes_the_cores_of_the_worker_that_ran_out(tmp_path, monkeypatch):
-    """Two workers, a run of 2 epochs and one of 30 000: the long run starts on half the
-    cores and ends on all of them, after the short one is done (its worker then idles)."""
+def test_the_last_batch_takes_the_cores_of_the_worker_that_ran_out(monkeypatch):
+    """Two workers, two batches: once the short one is done, the parent gives the long
+    one's worker every core (cores_probe waits for that, 60 s at most)."""
+    import cores_probe
+    from specblur.sweep.runner import _execute_local
+
+    tests = os.path.dirname(cores_probe.__file__)  # for the spawned workers' imports
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    rows = list(_execute_local([["short", CORES], ["long", CORES]], 2,
+                               work=cores_probe.threads_when_done))
+    half = CORES // 2
+    assert sorted(rows, key=str) == [{"long": [half, CORES]}, {"short": [half, half]}]
+
+
+def test_a_fit_in_a_worker_takes_up_the_share_between_epochs(tmp_path, monkeypatch, worker):
+    """The sweep's fits call cores.follow between epochs: the plug-in raises the share at
+    its third forward call (as the parent would), and the epochs after it get 2 threads."""
     (tmp_path / "threads_plugin.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH",
-                       os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((9, 6)))
-    short, long = tmp_path / "short.log", tmp_path / "long.log"
+    log = tmp_path / "threads.log"
     (tmp_path / "s.yaml").write_text(textwrap.dedent(f"""\
-        name: tail
+        name: follow
         input: {{spectrogram: x.npy, sr: 16000, n_fft: 16}}
-        base: {{m_init: 2.0, lam: 0.01, log_every: 1000, snapshot_every: 100000,
-                model: {{kind: python, factory: "threads_plugin:make"}}}}
-        runs:
-          - {{epochs: 2, model.log: "{short}"}}
-          - {{epochs: 30000, model.log: "{long}"}}
+        base: {{m_init: 2.0, lam: 0.01, epochs: 6,
+                model: {{kind: python, factory: "threads_plugin:make", log: "{log}",
+                         bump_at: 3}}}}
+        runs: [{{}}]
         """))
-    runs = run_sweep(load_sweep(tmp_path / "s.yaml"), out=tmp_path / "out", jobs=2)
-    assert list(runs["status"]) == ["done", "done"]
-    half = str(CORES // 2)
-    assert short.read_text().split() == [half]
-    assert long.read_text().split() == [half, str(CORES)]
+    runs = run_sweep(load_sweep(tmp_path / "s.yaml"), out=tmp_path / "out", jobs=1)
+    assert list(runs["status"]) == ["done"]
+    assert log.read_text().split() == ["1", str(min(2, numba.config.NUMBA_NUM_THREADS))]

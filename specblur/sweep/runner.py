@@ -352,7 +352,9 @@ def _execute(tasks, batch, jobs, scheduler, interactive):
         yield from _execute_local(batches(tasks, batch, jobs), jobs)
 
 
-def _execute_local(groups, jobs):
+def _execute_local(groups, jobs, work=None):
+    """Run each group of tasks with ``work`` (:func:`execute_batch`) in ``jobs`` spawned
+    worker processes that share the cores (``cores``); yield the rows as groups end."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -369,7 +371,7 @@ def _execute_local(groups, jobs):
                                    initargs=(os.getpid(), share.value),
                                    mp_context=context)
         try:
-            futures = [pool.submit(execute_batch, group) for group in groups]
+            futures = [pool.submit(work or execute_batch, group) for group in groups]
             for future in as_completed(futures):
                 left -= 1
                 share.left(left)  # the idle workers' cores go to the busy ones
