@@ -101,7 +101,8 @@ def make(sr, n_fft, n_bins, seed, log="", bump_at=0):
 @pytest.mark.skipif(CORES < 2, reason="needs two cores to share")
 def test_a_lone_batch_in_a_worker_pool_gets_every_core(tmp_path, monkeypatch):
     """Two workers, one run: the busy worker runs on all the cores, the run as usual."""
-    (tmp_path / "threads_plugin.py").write_text(PLUGIN)
+    plugin = f"threads_{tmp_path.name}"  # its own module: an imported one stays cached
+    (tmp_path / f"{plugin}.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))  # for this process, and the workers':
     monkeypatch.setenv("PYTHONPATH",
                        os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
@@ -111,7 +112,7 @@ def test_a_lone_batch_in_a_worker_pool_gets_every_core(tmp_path, monkeypatch):
         name: lone
         input: {{spectrogram: x.npy, sr: 16000, n_fft: 16}}
         base: {{m_init: 2.0, lam: 0.01, epochs: 3,
-                model: {{kind: python, factory: "threads_plugin:make", log: "{log}"}}}}
+                model: {{kind: python, factory: "{plugin}:make", log: "{log}"}}}}
         runs: [{{}}]
         """))
     runs = run_sweep(load_sweep(tmp_path / "s.yaml"), out=tmp_path / "out", jobs=2)
@@ -134,10 +135,12 @@ def test_the_last_batch_takes_the_cores_of_the_worker_that_ran_out(monkeypatch):
     assert sorted(rows, key=str) == [{"long": [half, CORES]}, {"short": [half, half]}]
 
 
+@pytest.mark.skipif(CORES < 2, reason="needs two cores to share")
 def test_a_fit_in_a_worker_takes_up_the_share_between_epochs(tmp_path, monkeypatch, worker):
     """The sweep's fits call cores.follow between epochs: the plug-in raises the share at
     its third forward call (as the parent would), and the epochs after it get 2 threads."""
-    (tmp_path / "threads_plugin.py").write_text(PLUGIN)
+    plugin = f"threads_{tmp_path.name}"  # its own module: an imported one stays cached
+    (tmp_path / f"{plugin}.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((9, 6)))
     log = tmp_path / "threads.log"
@@ -145,7 +148,7 @@ def test_a_fit_in_a_worker_takes_up_the_share_between_epochs(tmp_path, monkeypat
         name: follow
         input: {{spectrogram: x.npy, sr: 16000, n_fft: 16}}
         base: {{m_init: 2.0, lam: 0.01, epochs: 6,
-                model: {{kind: python, factory: "threads_plugin:make", log: "{log}",
+                model: {{kind: python, factory: "{plugin}:make", log: "{log}",
                          bump_at: 3}}}}
         runs: [{{}}]
         """))
