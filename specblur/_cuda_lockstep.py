@@ -75,7 +75,6 @@ class CudaLockstep:
         for run in sorted(self.runs, key=lambda run: run.mode):
             self.groups.setdefault(run.mode, []).append(run)
         X, M = np.zeros(shape), np.zeros(shape)
-        self.frames_h = np.zeros(B, np.int64)  # each slot's own frames, for the blur kernels
         self.table_h = np.zeros((B, len(k.TABLE)))
         self.state_h = k.new_state(B)
         slot = 0
@@ -84,7 +83,6 @@ class CudaLockstep:
                 run.slot = slot
                 X[slot, :, :run.T] = run.X
                 M[slot, :, :run.T] = run.m
-                self.frames_h[slot] = run.T
                 self.table_h[slot] = _table_row(k, run)
                 self.state_h[slot, k.S_DEAD] = k.ALIVE
                 slot += 1
@@ -108,7 +106,7 @@ class CudaLockstep:
         self.moving = [self.X, self.M, self.M_next, self.R, self.DRDM] + (
             [self.mom1, self.mom2] if adam else [])
         self.table, self.state = cuda.to_device(self.table_h), cuda.to_device(self.state_h)
-        self.frames = cuda.to_device(self.frames_h)
+        self.frames = cuda.to_device(self._frames())
         self.calls = None  # (call, its runs) per model call; rebuilt when runs leave
 
     # --- the epochs ------------------------------------------------------------------
@@ -236,7 +234,11 @@ class CudaLockstep:
         self.calls = None
         self.state.copy_to_device(state)
         self.table.copy_to_device(self.table_h)
-        self.frames.copy_to_device(self.frames_h)
+        self.frames.copy_to_device(self._frames())
+
+    def _frames(self):
+        """Each slot's own frames, for the blur kernels: the settings table's ``T``."""
+        return self.table_h[:, self.k.P_T].astype(np.int64)
 
     def _field(self, stack, run):
         """Run ``run``'s own frames of a device stack, on the host."""
@@ -264,7 +266,6 @@ class CudaLockstep:
             for stack in self.moving:
                 stack[dst].copy_to_device(stack[free])
             self.table_h[dst] = self.table_h[free]
-            self.frames_h[dst] = self.frames_h[free]
             state[dst] = state[free]
             last.slot = dst
             group.sort(key=lambda other: other.slot)

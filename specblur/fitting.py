@@ -114,8 +114,7 @@ def fit_batch(inputs: Sequence, runs: Sequence[Mapping] | Mapping, *, sr: int = 
     differently in a batch, and the optimiser can amplify that). The runs may differ in input
     (and its length), settings and number of epochs. Per epoch, the blur and its VJP run
     once on a ``(B, K, T_max)`` stack of the inputs (one call per boundary mode), on each
-    run's own frames only (on the CPU; the GPU's kernels also blur the zero padding, to
-    zero), and the model once per group of runs with the same model and input
+    run's own frames only, and the model once per group of runs with the same model and input
     length, on a B-first array, for models that take one (``supports_batch = True``: the
     built-in ones); a model with ``supports_lengths = True`` (the speaker encoder) takes
     runs of any lengths in one call, with ``lengths=`` and ignoring the padding. Other

@@ -98,24 +98,37 @@ def make(sr, n_fft, n_bins, seed, log="", bump_at=0):
 '''
 
 
+def _workers_import_from(folder, monkeypatch):
+    """Modules in ``folder`` importable here and in spawned worker processes."""
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder),
+                                                      os.environ.get("PYTHONPATH", "")]))
+
+
+def _plugin_sweep(folder, epochs, **model):
+    """A one-run sweep file of the PLUGIN model (its own module: an imported one stays
+    cached) on a small spectrogram; returns it and the plug-in's log of threads."""
+    plugin = f"threads_{folder.name}"
+    (folder / f"{plugin}.py").write_text(PLUGIN)
+    np.save(folder / "x.npy", np.random.default_rng(0).random((9, 6)))
+    log = folder / "threads.log"
+    keys = "".join(f", {key}: {value}" for key, value in model.items())
+    (folder / "s.yaml").write_text(textwrap.dedent(f"""\
+        name: threads
+        input: {{spectrogram: x.npy, sr: 16000, n_fft: 16}}
+        base: {{m_init: 2.0, lam: 0.01, epochs: {epochs},
+                model: {{kind: python, factory: "{plugin}:make", log: "{log}"{keys}}}}}
+        runs: [{{}}]
+        """))
+    return load_sweep(folder / "s.yaml"), log
+
+
 @pytest.mark.skipif(CORES < 2, reason="needs two cores to share")
 def test_a_lone_batch_in_a_worker_pool_gets_every_core(tmp_path, monkeypatch):
     """Two workers, one run: the busy worker runs on all the cores, the run as usual."""
-    plugin = f"threads_{tmp_path.name}"  # its own module: an imported one stays cached
-    (tmp_path / f"{plugin}.py").write_text(PLUGIN)
-    monkeypatch.syspath_prepend(str(tmp_path))  # for this process, and the workers':
-    monkeypatch.setenv("PYTHONPATH",
-                       os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((9, 6)))
-    log = tmp_path / "threads.log"
-    (tmp_path / "s.yaml").write_text(textwrap.dedent(f"""\
-        name: lone
-        input: {{spectrogram: x.npy, sr: 16000, n_fft: 16}}
-        base: {{m_init: 2.0, lam: 0.01, epochs: 3,
-                model: {{kind: python, factory: "{plugin}:make", log: "{log}"}}}}
-        runs: [{{}}]
-        """))
-    runs = run_sweep(load_sweep(tmp_path / "s.yaml"), out=tmp_path / "out", jobs=2)
+    _workers_import_from(tmp_path, monkeypatch)
+    sweep, log = _plugin_sweep(tmp_path, epochs=3)
+    runs = run_sweep(sweep, out=tmp_path / "out", jobs=2)
     assert list(runs["status"]) == ["done"]
     assert log.read_text().split() == [str(CORES)]
 
@@ -127,8 +140,7 @@ def test_the_last_batch_takes_the_cores_of_the_worker_that_ran_out(monkeypatch):
     import cores_probe
     from specblur.sweep.runner import _execute_local
 
-    tests = os.path.dirname(cores_probe.__file__)  # for the spawned workers' imports
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    _workers_import_from(os.path.dirname(cores_probe.__file__), monkeypatch)
     rows = list(_execute_local([["short", CORES], ["long", CORES]], 2,
                                work=cores_probe.threads_when_done))
     half = CORES // 2
@@ -139,19 +151,8 @@ def test_the_last_batch_takes_the_cores_of_the_worker_that_ran_out(monkeypatch):
 def test_a_fit_in_a_worker_takes_up_the_share_between_epochs(tmp_path, monkeypatch, worker):
     """The sweep's fits call cores.follow between epochs: the plug-in raises the share at
     its third forward call (as the parent would), and the epochs after it get 2 threads."""
-    plugin = f"threads_{tmp_path.name}"  # its own module: an imported one stays cached
-    (tmp_path / f"{plugin}.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
-    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((9, 6)))
-    log = tmp_path / "threads.log"
-    (tmp_path / "s.yaml").write_text(textwrap.dedent(f"""\
-        name: follow
-        input: {{spectrogram: x.npy, sr: 16000, n_fft: 16}}
-        base: {{m_init: 2.0, lam: 0.01, epochs: 6,
-                model: {{kind: python, factory: "{plugin}:make", log: "{log}",
-                         bump_at: 3}}}}
-        runs: [{{}}]
-        """))
-    runs = run_sweep(load_sweep(tmp_path / "s.yaml"), out=tmp_path / "out", jobs=1)
+    sweep, log = _plugin_sweep(tmp_path, epochs=6, bump_at=3)
+    runs = run_sweep(sweep, out=tmp_path / "out", jobs=1)
     assert list(runs["status"]) == ["done"]
     assert log.read_text().split() == ["1", str(min(2, numba.config.NUMBA_NUM_THREADS))]

@@ -35,8 +35,8 @@ class Backend:
         ``blur_forward(X, R, mode_code, Y)`` and ``blur_backward(X, R, G, mode_code, dX, dR)``;
         the CPU's return a count that is non-zero exactly when an input has a non-finite
         value (the forward kernel counts frames, the backward kernel values), the GPU's None.
-        The CPU's also take ``frames=``, each item's own number of frames (``fit_batch``'s
-        padded stacks).
+        Both also take ``frames=``, each item's own number of frames (``fit_batch``'s
+        padded stacks; a device array on the GPU).
     send, fetch : callable
         Host array to the device's array type, and back (identities on the CPU).
     empty : callable

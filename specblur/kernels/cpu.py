@@ -92,7 +92,7 @@ def item_frames(frames: np.ndarray | None, nb: int, T: int) -> np.ndarray:
     counts = frames.tolist()  # plain ints: cheaper than numpy reductions of a few items
     if frames.shape != (nb,) or (nb and not 0 <= min(counts) <= max(counts) <= T):
         raise ValueError(f"frames must give 0..{T} frames for each of {nb} items, "
-                         f"got {frames.tolist()}")
+                         f"got {counts}")
     return frames
 
 
